@@ -1,0 +1,65 @@
+//! Ops endpoints: `/healthz` (the process is alive) and `/readyz` (every service has a usable
+//! endpoint). They answer on the public listener, or only on `admin_listen` when that is set.
+//! Metrics, stats and the dashboard arrive with issue #7.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Response, StatusCode};
+use serde_json::json;
+
+use crate::proxy::body::GatewayBody;
+use crate::runtime::Runtime;
+
+/// The ops paths this module answers.
+pub fn is_admin_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
+}
+
+/// Answers an ops request, or `None` when `path` is not one.
+pub fn handle(method: &Method, path: &str, runtime: &Runtime) -> Option<Response<GatewayBody>> {
+    if !is_admin_path(path) {
+        return None;
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return Some(json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"error": "method_not_allowed", "message": "use GET"}),
+        ));
+    }
+    Some(match path {
+        "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
+        _ => readyz(runtime),
+    })
+}
+
+fn readyz(runtime: &Runtime) -> Response<GatewayBody> {
+    let services: serde_json::Map<String, serde_json::Value> = runtime
+        .services
+        .iter()
+        .map(|(name, service)| {
+            (
+                name.clone(),
+                json!({"endpoints": service.endpoints.len(), "usable": service.is_usable()}),
+            )
+        })
+        .collect();
+    let ready = runtime.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        json!({"status": if ready { "ready" } else { "not_ready" }, "services": services}),
+    )
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<GatewayBody> {
+    let mut response = Response::new(GatewayBody::full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,104 @@
+//! Bearer-token authentication, as the seeds did it: HS256 JWTs signed with `JWT_SECRET`
+//! (RFC 7519), the algorithm pinned so `alg: none` and HS/RS confusion fail (RFC 8725 §3.1),
+//! `exp` required and checked with a 60 s leeway. The verified identity goes upstream as
+//! headers (`sub` → `x-user-id` by default, Aegis's `userId` when `sub` is absent); a client's
+//! own copies of those headers are removed on every request, authenticated or not.
+//!
+//! JWKS, asymmetric keys, API keys and per-route policies arrive with issue #5; until then
+//! auth is all-or-nothing for proxied routes.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use crate::config::AuthConfig;
+use crate::error::{ErrorKind, GatewayError};
+
+pub struct Auth {
+    required: bool,
+    key: Option<DecodingKey>,
+    validation: Validation,
+    claims_to_headers: Vec<(String, HeaderName)>,
+}
+
+/// The verified claims of a request's token.
+pub struct Identity(Map<String, Value>);
+
+impl Auth {
+    pub fn new(config: &AuthConfig) -> Auth {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 60;
+        validation.validate_aud = false;
+        Auth {
+            required: config.required,
+            key: config
+                .jwt_secret
+                .as_deref()
+                .map(|s| DecodingKey::from_secret(s.as_bytes())),
+            validation,
+            claims_to_headers: config.claims_to_headers.clone(),
+        }
+    }
+
+    pub fn is_required(&self) -> bool {
+        self.required
+    }
+
+    /// Removes every header the gateway itself fills from verified claims.
+    pub fn strip_identity_headers(&self, headers: &mut HeaderMap) {
+        for (_, header) in &self.claims_to_headers {
+            headers.remove(header);
+        }
+    }
+
+    /// Checks the bearer token when auth is required. `Ok(None)` when it is not required.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Identity>, GatewayError> {
+        if !self.required {
+            return Ok(None);
+        }
+        let unauthorized = |m: &'static str| GatewayError::client(ErrorKind::Unauthorized, m);
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("a bearer token is required"))?;
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| unauthorized("no key is configured to verify tokens"))?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as Jwt;
+                match e.kind() {
+                    Jwt::ExpiredSignature => unauthorized("the token has expired"),
+                    Jwt::InvalidSignature => unauthorized("the token signature is invalid"),
+                    Jwt::InvalidAlgorithm => unauthorized("the token algorithm is not accepted"),
+                    _ => unauthorized("the token is invalid"),
+                }
+            })?;
+        Ok(Some(Identity(data.claims)))
+    }
+
+    /// Copies the configured claims to upstream headers.
+    pub fn apply(&self, identity: &Identity, headers: &mut HeaderMap) {
+        for (claim, header) in &self.claims_to_headers {
+            let value = identity.0.get(claim).or_else(|| {
+                // The seeds' second gateway (Aegis) put the user in `userId`.
+                (claim == "sub").then(|| identity.0.get("userId")).flatten()
+            });
+            let text = match value {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::Bool(b)) => b.to_string(),
+                _ => continue,
+            };
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                headers.insert(header.clone(), value);
+            }
+        }
+    }
+}

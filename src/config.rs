@@ -1,0 +1,350 @@
+//! Configuration: what the operator wrote, checked once, turned into values the gateway can
+//! use without re-parsing.
+//!
+//! ```text
+//!  environment (+ .env) ─┐
+//!                        ├─► raw (serde mirror, every field optional) ─► validate ─► Config
+//!  TOML file (optional) ─┘        unknown keys refused                   every error collected
+//! ```
+//!
+//! Precedence is CLI flag > environment > file > built-in default. Validation never stops at
+//! the first problem: it collects every error with the env var name or TOML path it came from,
+//! so `sluice check` can list them all. Nothing here panics; nothing here opens a socket.
+
+mod env;
+pub mod raw;
+pub mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+use regex::Regex;
+
+pub use env::{Env, KNOWN_VARS};
+
+/// The validated configuration. Built by [`Config::load`] or [`Config::from_sources`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: Option<TlsConfig>,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub cache: CacheConfig,
+    pub websocket: WebSocketConfig,
+    pub pressure: PressureConfig,
+    /// Services by name, sorted (so startup output and `/readyz` are stable).
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// Config routes in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `HOST`/`PORT` or `server.listen`. Default is `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Ops endpoints move here when set. Default is none (served on `listen`).
+    pub admin_listen: Option<SocketAddr>,
+    /// `NODE_ENV`. Default is development.
+    pub env: Environment,
+    /// Peers whose `X-Forwarded-For` is believed. Default is none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Larger request bodies get 413. Default is 10 MiB.
+    pub max_request_body: u64,
+    /// Request line plus headers beyond this get 431. Default is 16 KiB.
+    pub max_header_bytes: usize,
+    /// Time a client has to send a request's headers (slowloris guard). Default is 10 seconds.
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this. Default is 60 seconds.
+    pub keepalive_idle_timeout: Duration,
+    /// In-flight requests get this long to finish on shutdown. Default is 30 seconds.
+    pub shutdown_grace: Duration,
+    /// Connections beyond this wait in the kernel's accept queue. Default is 10,000.
+    pub max_connections: usize,
+    /// Tokio worker threads. Default is one per core.
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Built at validation time, so a bad certificate is a config error, not a runtime one.
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Fatal,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+    Silent,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `LOG_LEVEL`. Default is info.
+    pub level: LogLevel,
+    /// One JSON line per request. Default is on.
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `AUTH_REQUIRED`. Default is true in production, false otherwise.
+    pub required: bool,
+    /// `JWT_SECRET`: HS256 secret, at least 32 characters. Default is none.
+    pub jwt_secret: Option<String>,
+    /// Verified claims copied to upstream request headers. Default is `sub` → `x-user-id`.
+    pub claims_to_headers: Vec<(String, HeaderName)>,
+}
+
+/// Validated now; enforced by the rate-limit work (issue #6).
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// `RATE_LIMIT_MAX`. Default is 200 requests.
+    pub max: u64,
+    /// `RATE_LIMIT_WINDOW_MS`. Default is 60 seconds.
+    pub window: Duration,
+    /// `REDIS_URL`. Default is none (in-process state).
+    pub redis_url: Option<String>,
+}
+
+/// Validated now; used by the response cache (issue #8).
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// `CACHE_ENABLED`. Default is false.
+    pub enabled: bool,
+    /// `CACHE_DEFAULT_TTL_MS`. Default is 5 seconds.
+    pub default_ttl: Duration,
+    /// `CACHE_MAX_BODY_BYTES`. Default is 262,144 bytes.
+    pub max_body_bytes: u64,
+}
+
+/// Validated now; used by the WebSocket bridge (issue #4).
+#[derive(Debug, Clone)]
+pub struct WebSocketConfig {
+    /// `WS_MAX_BUFFERED_BYTES`. Default is 2,000,000 bytes.
+    pub max_buffered_bytes: u64,
+    /// `WS_PING_INTERVAL_MS`. Default is 30 seconds.
+    pub ping_interval: Duration,
+}
+
+/// Validated now; used by overload shedding (issue #7).
+#[derive(Debug, Clone)]
+pub struct PressureConfig {
+    /// `UNDER_PRESSURE_MAX_EVENT_LOOP_DELAY_MS`. Default is 1 second.
+    pub max_event_loop_delay: Duration,
+    /// `UNDER_PRESSURE_MAX_RSS_BYTES`. Default is off.
+    pub max_rss: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub upstreams: Vec<UpstreamUrl>,
+    /// TCP (and TLS) connect. Default is 5 seconds.
+    pub connect_timeout: Duration,
+    /// Until the upstream's response headers, connect included (`HTTP_PROXY_TIMEOUT_MS`).
+    /// Default is 30 seconds.
+    pub response_timeout: Duration,
+    /// Longest silence inside a response body before it is cut. Default is 60 seconds.
+    pub idle_timeout: Duration,
+    /// Forward the client's `Host` instead of the upstream authority. Default is false.
+    pub preserve_host: bool,
+}
+
+/// An upstream base URL: `http`/`https`, a host, an optional base path (kept when forwarding).
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Without a trailing slash; empty for the root.
+    pub base_path: String,
+    /// Relative share of traffic. Default is 1.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchKind {
+    Prefix,
+    Exact,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Normalised: starts with `/`, no trailing slash (except `/` itself).
+    pub path: String,
+    /// Default is prefix (segment-wise: `/users` matches `/users/7`, not `/usersx`).
+    pub match_kind: MatchKind,
+    /// Only requests for this host (without port, lowercase). Default is any host.
+    pub host: Option<String>,
+    pub service: String,
+    /// Other methods get 405. Default is any method.
+    pub methods: Option<Vec<Method>>,
+    /// Remove the route's path before forwarding. Default is false.
+    pub strip_prefix: bool,
+    /// Applied to the forwarded path (after `strip_prefix`). Default is none.
+    pub rewrite: Option<Rewrite>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    /// Overrides the service's `response_timeout`. Default is the service's.
+    pub timeout: Option<Duration>,
+    /// Overrides the service's `idle_timeout`. Default is the service's.
+    pub idle_timeout: Option<Duration>,
+    /// Overrides the service's `preserve_host`. Default is the service's.
+    pub preserve_host: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub pattern: Regex,
+    pub replace: String,
+}
+
+/// Header edits applied in order: remove, then set (so `set` wins over a removed name).
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+/// One configuration problem, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The env var name or TOML path, e.g. `routes[2].service` or `PORT`.
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found; never empty.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+// === impl Config ===
+
+impl Config {
+    /// Reads the environment (with `.env`) and the optional file, then validates both.
+    pub fn load(file: Option<&Path>, env: &Env) -> Result<Config, ConfigErrors> {
+        let text = match file {
+            None => None,
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    return Err(ConfigErrors::one(
+                        path.display().to_string(),
+                        format!("cannot read config file: {e}"),
+                    ))
+                }
+            },
+        };
+        Config::from_sources(text.as_deref(), env)
+    }
+
+    /// Validates TOML text (if any) merged with `env`.
+    pub fn from_sources(toml_text: Option<&str>, env: &Env) -> Result<Config, ConfigErrors> {
+        let raw: raw::RawConfig = match toml_text {
+            None => raw::RawConfig::default(),
+            Some(text) => toml::from_str(text).map_err(|e| {
+                let message = e.message().to_owned();
+                let location = e
+                    .span()
+                    .map(|span| {
+                        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                        format!("line {line}")
+                    })
+                    .unwrap_or_else(|| "config file".to_owned());
+                ConfigErrors::one(location, message)
+            })?,
+        };
+        validate::validate(raw, env)
+    }
+}
+
+impl ServiceConfig {
+    pub fn has_upstreams(&self) -> bool {
+        !self.upstreams.is_empty()
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level (`fatal` maps to error: tracing has no
+    /// fatal; `silent` turns everything off).
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Fatal | LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+            LogLevel::Silent => "off",
+        }
+    }
+}
+
+// === impl ConfigErrors ===
+
+impl ConfigErrors {
+    pub fn one(path: impl Into<String>, message: impl Into<String>) -> ConfigErrors {
+        ConfigErrors(vec![ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[cfg(test)]
+mod tests;

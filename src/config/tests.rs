@@ -1,0 +1,250 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Env {
+    Env::from_pairs(pairs.iter().copied())
+}
+
+fn errors_of(toml: Option<&str>, pairs: &[(&str, &str)]) -> Vec<String> {
+    match Config::from_sources(toml, &env(pairs)) {
+        Ok(_) => vec![],
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn defaults_match_the_seeds() {
+    let config = Config::from_sources(None, &env(&[])).unwrap();
+    assert_eq!(config.server.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(config.server.env, Environment::Development);
+    assert_eq!(config.log.level, LogLevel::Info);
+    assert!(!config.auth.required);
+    assert_eq!(config.rate_limit.max, 200);
+    assert_eq!(config.rate_limit.window, Duration::from_secs(60));
+    assert!(!config.cache.enabled);
+    assert_eq!(config.cache.default_ttl, Duration::from_secs(5));
+    assert_eq!(config.cache.max_body_bytes, 262_144);
+    assert_eq!(config.websocket.max_buffered_bytes, 2_000_000);
+    assert_eq!(config.websocket.ping_interval, Duration::from_secs(30));
+    assert_eq!(config.pressure.max_event_loop_delay, Duration::from_secs(1));
+    assert_eq!(config.pressure.max_rss, None);
+    assert_eq!(config.server.max_request_body, 10 * 1024 * 1024);
+    assert!(config.services.is_empty());
+}
+
+#[test]
+fn seed_env_vars_are_read() {
+    let config = Config::from_sources(
+        None,
+        &env(&[
+            ("HOST", "127.0.0.1"),
+            ("PORT", "9000"),
+            ("LOG_LEVEL", "warn"),
+            (
+                "UPSTREAMS",
+                r#"{"users":["http://localhost:3001/base/"],"billing":["http://a:1","https://b"]}"#,
+            ),
+            ("HTTP_PROXY_TIMEOUT_MS", "1500"),
+            ("RATE_LIMIT_MAX", "10"),
+            ("RATE_LIMIT_WINDOW_MS", "1000"),
+            ("CACHE_ENABLED", "yes"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(config.log.level, LogLevel::Warn);
+    let users = &config.services["users"];
+    assert_eq!(users.upstreams[0].base_path, "/base");
+    assert_eq!(users.upstreams[0].authority.as_str(), "localhost:3001");
+    assert_eq!(users.response_timeout, Duration::from_millis(1500));
+    assert_eq!(config.services["billing"].upstreams.len(), 2);
+    assert_eq!(config.rate_limit.max, 10);
+    assert!(config.cache.enabled);
+    assert_eq!(
+        config.rate_limit.redis_url.as_deref(),
+        Some("redis://127.0.0.1:6379")
+    );
+}
+
+#[test]
+fn production_requires_auth_and_a_secret() {
+    let errors = errors_of(None, &[("NODE_ENV", "production")]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("NODE_ENV: authentication is required"),
+        "{errors:?}"
+    );
+    let config = Config::from_sources(
+        None,
+        &env(&[("NODE_ENV", "production"), ("JWT_SECRET", &"s".repeat(32))]),
+    )
+    .unwrap();
+    assert!(config.auth.required);
+    let config = Config::from_sources(
+        None,
+        &env(&[("NODE_ENV", "production"), ("AUTH_REQUIRED", "off")]),
+    )
+    .unwrap();
+    assert!(!config.auth.required);
+}
+
+#[test]
+fn bad_env_values_name_their_variable() {
+    let errors = errors_of(
+        None,
+        &[
+            ("PORT", "eighty"),
+            ("AUTH_REQUIRED", "maybe"),
+            ("JWT_SECRET", "short"),
+            ("UPSTREAMS", r#"{"a":["localhost:3000"],"b":["ftp://x"]}"#),
+            ("LOG_LEVEL", "loud"),
+            ("RATE_LIMIT_MAX", "0"),
+        ],
+    );
+    let keys: Vec<&str> = errors
+        .iter()
+        .map(|e| e.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "PORT",
+            "LOG_LEVEL",
+            "AUTH_REQUIRED",
+            "JWT_SECRET",
+            "RATE_LIMIT_MAX",
+            "UPSTREAMS.a[0]",
+            "UPSTREAMS.b[0]"
+        ],
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn env_overrides_the_file() {
+    let toml = r#"
+        [server]
+        listen = "127.0.0.1:7000"
+        [log]
+        level = "debug"
+        [services.users]
+        upstreams = ["http://127.0.0.1:1"]
+    "#;
+    let config = Config::from_sources(
+        Some(toml),
+        &env(&[
+            ("PORT", "7001"),
+            ("UPSTREAMS", r#"{"users":["http://127.0.0.1:2"]}"#),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:7001".parse().unwrap());
+    assert_eq!(config.log.level, LogLevel::Debug);
+    assert_eq!(
+        config.services["users"].upstreams[0].authority.as_str(),
+        "127.0.0.1:2"
+    );
+}
+
+#[test]
+fn every_file_error_is_reported_with_its_path() {
+    let toml = r#"
+        [server]
+        shutdown_grace = "soon"
+        [services.users]
+        upstreams = ["http://ok:1", "localhost:3000"]
+        [[routes]]
+        path = "/a"
+        service = "billing"
+        [[routes]]
+        path = "b"
+        service = "users"
+        methods = ["GET", "N O"]
+        rewrite = { pattern = "(", replace = "" }
+    "#;
+    let errors = errors_of(Some(toml), &[]);
+    let keys: Vec<&str> = errors
+        .iter()
+        .map(|e| e.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "server.shutdown_grace",
+            "services.users.upstreams[1]",
+            "routes[0].service",
+            "routes[1].path",
+            "routes[1].methods[1]",
+            "routes[1].rewrite.pattern",
+        ],
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let errors = errors_of(
+        Some("[server]\nlisten = \"0.0.0.0:1\"\nlisten_port = 3\n"),
+        &[],
+    );
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("unknown field `listen_port`"),
+        "{errors:?}"
+    );
+    assert!(errors[0].starts_with("line 3"), "{errors:?}");
+}
+
+#[test]
+fn routes_are_normalised_and_duplicates_refused() {
+    let toml = r#"
+        [services.s]
+        upstreams = ["http://127.0.0.1:1"]
+        [[routes]]
+        path = "/users/"
+        service = "s"
+        [[routes]]
+        path = "/users"
+        service = "s"
+        [[routes]]
+        path = "/users"
+        match = "exact"
+        service = "s"
+    "#;
+    let errors = errors_of(Some(toml), &[]);
+    assert_eq!(
+        errors,
+        vec!["routes[1].path: duplicates an earlier route with the same path, match and host"]
+    );
+    let errors = errors_of(Some(&toml.replace("/users/\"", "/a/../b\"")), &[]);
+    assert!(
+        errors[0].starts_with("routes[0].path: path contains a '.'"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn sizes_and_durations_parse_in_the_file() {
+    let toml = r#"
+        [server]
+        max_request_body = "1MiB"
+        max_header_bytes = 4096
+        header_read_timeout = "250ms"
+        [services.s]
+        upstreams = [{ url = "http://127.0.0.1:1", weight = 3 }]
+        connect_timeout = "1s"
+        response_timeout = "2s"
+    "#;
+    let config = Config::from_sources(Some(toml), &env(&[])).unwrap();
+    assert_eq!(config.server.max_request_body, 1 << 20);
+    assert_eq!(config.server.max_header_bytes, 4096);
+    assert_eq!(
+        config.server.header_read_timeout,
+        Duration::from_millis(250)
+    );
+    assert_eq!(config.services["s"].upstreams[0].weight, 3);
+    assert_eq!(
+        config.services["s"].response_timeout,
+        Duration::from_secs(2)
+    );
+}

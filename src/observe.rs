@@ -1,0 +1,142 @@
+//! Logging and the per-request record behind the access log.
+//!
+//! Logs are JSON lines on stdout through a non-blocking writer (a slow terminal or pipe never
+//! stalls a request). An [`Exchange`] is created once a request is routed (or refused) and is
+//! shared by the request and response bodies; when the last of them is dropped — the response
+//! fully sent, or the client gone — it writes the access log line with the true byte counts
+//! and duration, and tells the connection it is idle again. Metrics arrive with issue #7.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use http::{HeaderValue, Method, Uri};
+use tokio::time::Instant;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogLevel;
+use crate::server::ConnActivity;
+
+/// Installs the JSON subscriber. Keep the guard alive until exit: dropping it flushes the log.
+pub fn init_logging(level: LogLevel) -> Result<WorkerGuard, String> {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let filter = EnvFilter::try_new(format!(
+        "{level},hyper=warn,h2=warn,rustls=warn",
+        level = level.as_filter()
+    ))
+    .map_err(|e| format!("log filter: {e}"))?;
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .try_init()
+        .map_err(|e| format!("cannot install logger: {e}"))?;
+    Ok(guard)
+}
+
+/// One request's record, written to the access log when it is dropped.
+#[derive(Debug)]
+pub struct Exchange {
+    pub request_id: HeaderValue,
+    method: Method,
+    uri: Uri,
+    client: IpAddr,
+    route: Option<Arc<str>>,
+    service: Option<Arc<str>>,
+    upstream: OnceLock<Arc<str>>,
+    status: AtomicU16,
+    started: Instant,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    completed: AtomicBool,
+    access_log: bool,
+    conn: Option<Arc<ConnActivity>>,
+}
+
+/// What `Exchange::new` needs to know up front.
+pub struct ExchangeStart {
+    pub request_id: HeaderValue,
+    pub method: Method,
+    pub uri: Uri,
+    pub client: IpAddr,
+    pub started: Instant,
+    pub access_log: bool,
+    pub conn: Option<Arc<ConnActivity>>,
+}
+
+impl Exchange {
+    pub fn new(
+        start: ExchangeStart,
+        route: Option<Arc<str>>,
+        service: Option<Arc<str>>,
+    ) -> Arc<Exchange> {
+        Arc::new(Exchange {
+            request_id: start.request_id,
+            method: start.method,
+            uri: start.uri,
+            client: start.client,
+            route,
+            service,
+            upstream: OnceLock::new(),
+            status: AtomicU16::new(0),
+            started: start.started,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            completed: AtomicBool::new(false),
+            access_log: start.access_log,
+            conn: start.conn,
+        })
+    }
+
+    pub fn set_upstream(&self, upstream: Arc<str>) {
+        let _ = self.upstream.set(upstream);
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The response body reached its end (as opposed to being dropped by a client that left).
+    pub fn mark_completed(&self) {
+        self.completed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some(conn) = &self.conn {
+            conn.request_finished();
+        }
+        if !self.access_log {
+            return;
+        }
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "access",
+            request_id = self.request_id.to_str().unwrap_or_default(),
+            method = %self.method,
+            path = self.uri.path(),
+            client = %self.client,
+            route = self.route.as_deref().unwrap_or("-"),
+            service = self.service.as_deref().unwrap_or("-"),
+            upstream = self.upstream.get().map(|u| &**u).unwrap_or("-"),
+            status = self.status.load(Ordering::Relaxed),
+            duration_ms = (duration_ms * 1000.0).round() / 1000.0,
+            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_out = self.bytes_out.load(Ordering::Relaxed),
+            completed = self.completed.load(Ordering::Relaxed),
+        );
+    }
+}

@@ -1,0 +1,381 @@
+//! The request path: `handle(request) -> response`, top to bottom.
+//!
+//! ```text
+//! request id ─► ops endpoint? ─► framing and header-size checks ─► normalise path ─► route
+//!   ─► method ─► auth ─► body limit (Content-Length) ─► pick endpoint ─► upstream request
+//!   (hop-by-hop removed, X-Forwarded-*, x-request-id, traceparent, route header edits)
+//!   ─► send with the response timeout ─► response headers cleaned and edited ─► stream body
+//! ```
+//!
+//! Every answer the gateway makes itself is a [`GatewayError`] turned into JSON in one place;
+//! when the request still has an unread body, that answer also closes the connection, so an
+//! unread body can never be parsed as the next request. Bodies are streamed both ways and never
+//! collected ([`body`]).
+
+pub mod body;
+pub mod client;
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Request, Response, Uri, Version};
+use http_body::Body;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::config::HeaderOps;
+use crate::error::{ErrorKind, GatewayError};
+use crate::observe::{Exchange, ExchangeStart};
+use crate::router::normalize_path;
+use crate::runtime::Runtime;
+use crate::server::{ConnActivity, Role};
+use body::{is_body_too_large, GatewayBody, RequestBody};
+use headers::{Forwarded, X_REQUEST_ID};
+
+/// What the server knows about the connection a request came in on.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local_port: u16,
+    pub tls: bool,
+    pub activity: Arc<ConnActivity>,
+}
+
+/// Answers one request on the public listener.
+pub async fn handle(
+    req: Request<Incoming>,
+    rt: &Runtime,
+    conn: &ConnInfo,
+    role: Role,
+) -> Response<GatewayBody> {
+    conn.activity.request_started();
+    let request_id = headers::request_id(req.headers());
+    let peer_trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
+    let start = ExchangeStart {
+        request_id,
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        client: headers::client_ip(
+            conn.peer.ip(),
+            peer_trusted,
+            req.headers(),
+            &rt.trusted_proxies,
+        ),
+        started: Instant::now(),
+        access_log: rt.access_log,
+        conn: Some(conn.activity.clone()),
+    };
+    if role == Role::Admin || !rt.admin_separate {
+        if let Some(response) = crate::admin::handle(req.method(), req.uri().path(), rt) {
+            return finish(
+                response,
+                Exchange::new(start, Some(Arc::from("admin")), None),
+            );
+        }
+    }
+    let has_body = !req.body().is_end_stream();
+    if role == Role::Admin {
+        let error = GatewayError::client(
+            ErrorKind::RouteNotFound,
+            "the admin listener serves only ops endpoints",
+        );
+        return refuse(error, Exchange::new(start, None, None), has_body);
+    }
+    if let Err(error) = check_framing(req.headers(), rt.max_header_bytes, &req) {
+        return refuse(error, Exchange::new(start, None, None), has_body);
+    }
+    let path = match normalize_path(req.uri().path()) {
+        Ok(path) => path,
+        Err(e) => {
+            let error = GatewayError::client(ErrorKind::BadRequest, e.to_string());
+            return refuse(error, Exchange::new(start, None, None), has_body);
+        }
+    };
+    let host = request_host(&req);
+    let routed = match rt.router.route(host.as_deref(), &path) {
+        Ok(routed) => routed,
+        Err(error) => return refuse(error, Exchange::new(start, None, None), has_body),
+    };
+    let policy = routed.policy;
+    let exchange = Exchange::new(
+        start,
+        Some(policy.label.clone()),
+        Some(policy.service.name.clone()),
+    );
+    if !policy.allows(req.method()) {
+        let error = GatewayError::client(
+            ErrorKind::MethodNotAllowed,
+            format!("{} is not allowed on this route", req.method()),
+        )
+        .with_allow(policy.allow.clone());
+        return refuse(error, exchange, has_body);
+    }
+    let identity = match rt.auth.authenticate(req.headers()) {
+        Ok(identity) => identity,
+        Err(error) => return refuse(error, exchange, has_body),
+    };
+    if let Some(length) = content_length(req.headers()) {
+        if length > rt.max_request_body {
+            let error = GatewayError::client(
+                ErrorKind::PayloadTooLarge,
+                format!("request body exceeds {} bytes", rt.max_request_body),
+            );
+            return refuse(error, exchange, has_body);
+        }
+    }
+    let service = &policy.service;
+    let Some(endpoint) = service.pick() else {
+        let error = GatewayError::new(
+            ErrorKind::NoHealthyUpstream,
+            crate::error::Side::Internal,
+            format!("service {} has no usable upstream", service.name),
+        )
+        .with_retry_after(1);
+        return refuse(error, exchange, has_body);
+    };
+    exchange.set_upstream(endpoint.label.clone());
+
+    // The upstream URI: endpoint base + routed path + the raw query, nothing re-encoded.
+    let query = req.uri().query();
+    let mut target = String::with_capacity(
+        endpoint.url.base_path.len() + routed.forward_path.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    target.push_str(&endpoint.url.base_path);
+    target.push_str(&routed.forward_path);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    let uri = PathAndQuery::from_maybe_shared(target).ok().and_then(|pq| {
+        Uri::builder()
+            .scheme(endpoint.url.scheme.clone())
+            .authority(endpoint.url.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .ok()
+    });
+    let Some(uri) = uri else {
+        let error = GatewayError::client(
+            ErrorKind::BadRequest,
+            "the request target cannot be forwarded",
+        );
+        return refuse(error, exchange, has_body);
+    };
+    drop(path);
+
+    let (mut parts, incoming) = req.into_parts();
+    let client_host = parts
+        .headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
+    let mut upstream_headers = std::mem::take(&mut parts.headers);
+    headers::remove_hop_by_hop(&mut upstream_headers);
+    rt.auth.strip_identity_headers(&mut upstream_headers);
+    if let Some(identity) = &identity {
+        rt.auth.apply(identity, &mut upstream_headers);
+    }
+    let traceparent = headers::traceparent(&upstream_headers);
+    headers::set_forwarded(
+        &mut upstream_headers,
+        &Forwarded {
+            peer: conn.peer.ip(),
+            peer_trusted,
+            proto: if conn.tls { "https" } else { "http" },
+            host: client_host.as_ref(),
+            port: conn.local_port,
+        },
+    );
+    upstream_headers.insert(X_REQUEST_ID, exchange.request_id.clone());
+    upstream_headers.insert(headers::TRACEPARENT, traceparent);
+    apply_header_ops(&mut upstream_headers, &policy.request_headers);
+    match (policy.preserve_host, client_host) {
+        (true, Some(host)) => {
+            upstream_headers.insert(HOST, host);
+        }
+        // The client sets Host from the URI's authority when none is given.
+        _ => {
+            upstream_headers.remove(HOST);
+        }
+    }
+    let mut upstream_req = Request::new(RequestBody::new(
+        incoming,
+        rt.max_request_body,
+        exchange.clone(),
+    ));
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.version_mut() = Version::HTTP_11;
+    *upstream_req.headers_mut() = upstream_headers;
+
+    let sent = tokio::time::timeout(
+        policy.response_timeout,
+        service.client.request(upstream_req),
+    )
+    .await;
+    let response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) if is_body_too_large(&e) => {
+            let error = GatewayError::client(
+                ErrorKind::PayloadTooLarge,
+                format!("request body exceeds {} bytes", rt.max_request_body),
+            );
+            return refuse(error, exchange, true);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(
+                request_id = exchange.request_id.to_str().unwrap_or_default(),
+                upstream = &*endpoint.label,
+                error = %error_chain(&e),
+                "upstream request failed"
+            );
+            let error = if e.is_connect() {
+                GatewayError::upstream(
+                    ErrorKind::UpstreamUnavailable,
+                    "the upstream refused the connection",
+                )
+                .retryable()
+            } else {
+                GatewayError::upstream(
+                    ErrorKind::UpstreamUnavailable,
+                    "the upstream closed the connection before responding",
+                )
+            };
+            return refuse(error, exchange, false);
+        }
+        Err(_) => {
+            let error = GatewayError::upstream(
+                ErrorKind::UpstreamTimeout,
+                format!(
+                    "the upstream did not respond within {:?}",
+                    policy.response_timeout
+                ),
+            );
+            return refuse(error, exchange, false);
+        }
+    };
+
+    let (mut parts, upstream_body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    apply_header_ops(&mut parts.headers, &policy.response_headers);
+    parts
+        .headers
+        .insert(X_REQUEST_ID, exchange.request_id.clone());
+    exchange.set_status(parts.status.as_u16());
+    let body = GatewayBody::upstream(upstream_body, policy.idle_timeout).with_exchange(exchange);
+    Response::from_parts(parts, body)
+}
+
+/// A gateway-made error answer, logged under the request's exchange.
+fn refuse(
+    error: GatewayError,
+    exchange: Arc<Exchange>,
+    unread_body: bool,
+) -> Response<GatewayBody> {
+    let error = if unread_body { error.closing() } else { error };
+    let response = error.to_response(&exchange.request_id);
+    finish(response, exchange)
+}
+
+fn finish(mut response: Response<GatewayBody>, exchange: Arc<Exchange>) -> Response<GatewayBody> {
+    exchange.set_status(response.status().as_u16());
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, exchange.request_id.clone());
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body.with_exchange(exchange))
+}
+
+/// Refuses what could be read two ways (RFC 9112 §6.3): Content-Length together with
+/// Transfer-Encoding, several differing Content-Lengths, or a Transfer-Encoding other than
+/// plain `chunked`. Also enforces `max_header_bytes` (request line plus header fields).
+fn check_framing<B>(
+    headers: &HeaderMap,
+    max_header_bytes: usize,
+    req: &Request<B>,
+) -> Result<(), GatewayError> {
+    let size: usize = req.method().as_str().len()
+        + req.uri().to_string().len()
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if size > max_header_bytes {
+        return Err(GatewayError::client(
+            ErrorKind::HeadersTooLarge,
+            format!("request headers exceed {max_header_bytes} bytes"),
+        )
+        .closing());
+    }
+    let ambiguous = |m: &'static str| GatewayError::client(ErrorKind::BadRequest, m).closing();
+    let te: Vec<_> = headers.get_all(TRANSFER_ENCODING).iter().collect();
+    let cl: Vec<_> = headers.get_all(CONTENT_LENGTH).iter().collect();
+    if !te.is_empty() && !cl.is_empty() {
+        return Err(ambiguous(
+            "both Content-Length and Transfer-Encoding are present",
+        ));
+    }
+    if te.len() > 1
+        || te
+            .first()
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err(ambiguous(
+            "only a single 'Transfer-Encoding: chunked' is accepted",
+        ));
+    }
+    if cl.len() > 1 && cl.windows(2).any(|w| w[0] != w[1]) {
+        return Err(ambiguous("differing Content-Length values"));
+    }
+    if cl.iter().any(|v| {
+        std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_none()
+    }) {
+        return Err(ambiguous("Content-Length is not a number"));
+    }
+    Ok(())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The request's host, lowercase and without port: the URI authority (HTTP/2, absolute-form)
+/// or the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(authority) => authority.host().to_owned(),
+        None => {
+            let host = req.headers().get(HOST)?.to_str().ok()?;
+            host.parse::<http::uri::Authority>().ok()?.host().to_owned()
+        }
+    };
+    Some(raw.to_ascii_lowercase())
+}
+
+fn apply_header_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
+    for name in &ops.remove {
+        headers.remove(name);
+    }
+    for (name, value) in &ops.set {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

@@ -1,0 +1,40 @@
+//! The pooled upstream client: hyper-util's legacy client over a TCP connector with
+//! `TCP_NODELAY` and a connect timeout, wrapped in rustls for `https` upstreams (HTTP/2 by
+//! ALPN there; plain `http` upstreams speak HTTP/1.1 with keep-alive). Redirects are never
+//! followed: this client has no such feature, which is what a proxy wants.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::RequestBody;
+
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// How long an unused pooled connection is kept. Default is 90 seconds (under the common
+/// upstream keep-alive timeouts would be better, but most servers keep 2 minutes or more).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub fn build(connect_timeout: Duration) -> Result<UpstreamClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(provider)
+        .map_err(|e| format!("TLS client setup: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}

@@ -1,0 +1,210 @@
+//! Header handling on the proxy path: what is removed, added and kept in each direction.
+//!
+//! - Hop-by-hop headers (RFC 9110 §7.6.1: `Connection`, every header it names, and
+//!   `Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`) belong to one
+//!   connection and are removed both ways; `TE: trailers` alone is kept for gRPC-style upstreams.
+//! - `X-Forwarded-For/Proto/Host/Port` describe the client. A client's own values are believed
+//!   only when the peer is a configured trusted proxy; otherwise they are replaced.
+//! - `x-request-id`: a client's value is kept when it is printable ASCII of at most 128 bytes,
+//!   otherwise replaced by a new UUID.
+//! - W3C `traceparent` (Trace Context §3.2): a valid one is forwarded, else a new one created.
+
+use std::net::IpAddr;
+
+use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers in place (both directions use this).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by Connection go first, while we still have it.
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            // Never let Connection strip the headers we are about to set ourselves.
+            if name != X_REQUEST_ID && name != TRACEPARENT {
+                headers.remove(name);
+            }
+        }
+        headers.remove(CONNECTION);
+    }
+    let trailers_only = headers
+        .get(TE)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !trailers_only {
+        headers.remove(TE);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    headers.remove(UPGRADE);
+}
+
+/// What the forwarding headers should say about this request.
+pub struct Forwarded<'a> {
+    pub peer: IpAddr,
+    pub peer_trusted: bool,
+    pub proto: &'static str,
+    pub host: Option<&'a HeaderValue>,
+    pub port: u16,
+}
+
+/// Sets `X-Forwarded-*` on the upstream request.
+pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
+    let peer = fwd.peer.to_string();
+    let xff = match (fwd.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
+        (true, Some(prior)) => format!("{prior}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if !(fwd.peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
+    }
+    if !(fwd.peer_trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        match fwd.host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+    }
+    if !(fwd.peer_trusted && headers.contains_key(X_FORWARDED_PORT)) {
+        headers.insert(X_FORWARDED_PORT, HeaderValue::from(fwd.port));
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// The client's address: the peer, or — when the peer is a trusted proxy — the right-most
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(
+    peer: IpAddr,
+    peer_trusted: bool,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> IpAddr {
+    if !peer_trusted {
+        return peer;
+    }
+    let Some(chain) = joined(headers, &X_FORWARDED_FOR) else {
+        return peer;
+    };
+    let mut client = peer;
+    for hop in chain.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(ip, trusted) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) compare as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client's request id when valid, else a fresh UUID (v4).
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(X_REQUEST_ID)
+        .filter(|v| is_valid_request_id(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(new_request_id)
+}
+
+fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+/// Printable ASCII (0x21–0x7e plus space inside), 1 to 128 bytes.
+pub fn is_valid_request_id(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= 128
+        && value.iter().all(|b| (0x20..0x7f).contains(b))
+        && value.first() != Some(&b' ')
+        && value.last() != Some(&b' ')
+}
+
+/// A valid incoming `traceparent` is kept; otherwise a new sampled one is created.
+pub fn traceparent(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(TRACEPARENT)
+        .filter(|v| is_valid_traceparent(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(new_traceparent)
+}
+
+fn new_traceparent() -> HeaderValue {
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let span = uuid::Uuid::new_v4().simple().to_string();
+    let text = format!("00-{trace}-{}-01", &span[..16]);
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+/// `00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>`, ids not all zero, version not ff.
+pub fn is_valid_traceparent(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    match parts.as_slice() {
+        [version, trace, parent, flags, ..] => {
+            hex(version, 2)
+                && *version != "ff"
+                && (*version != "00" || parts.len() == 4)
+                && hex(trace, 32)
+                && nonzero(trace)
+                && hex(parent, 16)
+                && nonzero(parent)
+                && hex(flags, 2)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

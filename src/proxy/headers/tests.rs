@@ -1,0 +1,125 @@
+use super::*;
+
+fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (k, v) in pairs {
+        headers.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    headers
+}
+
+#[test]
+fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+    let mut headers = map(&[
+        ("connection", "keep-alive, x-secret"),
+        ("connection", "X-Other"),
+        ("keep-alive", "timeout=5"),
+        ("x-secret", "1"),
+        ("x-other", "2"),
+        ("te", "gzip"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "h2c"),
+        ("proxy-connection", "keep-alive"),
+        ("x-kept", "yes"),
+    ]);
+    remove_hop_by_hop(&mut headers);
+    let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, vec!["x-kept"]);
+}
+
+#[test]
+fn te_trailers_survives_for_grpc() {
+    let mut headers = map(&[("te", "trailers")]);
+    remove_hop_by_hop(&mut headers);
+    assert_eq!(headers.get("te").unwrap(), "trailers");
+}
+
+#[test]
+fn connection_cannot_strip_the_request_id() {
+    let mut headers = map(&[("connection", "x-request-id"), ("x-request-id", "abc")]);
+    remove_hop_by_hop(&mut headers);
+    assert_eq!(headers.get("x-request-id").unwrap(), "abc");
+}
+
+#[test]
+fn forwarded_for_from_an_untrusted_peer_is_replaced() {
+    let mut headers = map(&[
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+    ]);
+    let fwd = Forwarded {
+        peer: "127.0.0.1".parse().unwrap(),
+        peer_trusted: false,
+        proto: "http",
+        host: None,
+        port: 8080,
+    };
+    set_forwarded(&mut headers, &fwd);
+    assert_eq!(headers.get("x-forwarded-for").unwrap(), "127.0.0.1");
+    assert_eq!(headers.get("x-forwarded-proto").unwrap(), "http");
+    assert_eq!(headers.get("x-forwarded-port").unwrap(), "8080");
+}
+
+#[test]
+fn forwarded_for_from_a_trusted_peer_is_appended() {
+    let mut headers = map(&[
+        ("x-forwarded-for", "1.2.3.4"),
+        ("x-forwarded-proto", "https"),
+    ]);
+    let fwd = Forwarded {
+        peer: "10.0.0.5".parse().unwrap(),
+        peer_trusted: true,
+        proto: "http",
+        host: None,
+        port: 8080,
+    };
+    set_forwarded(&mut headers, &fwd);
+    assert_eq!(headers.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.5");
+    assert_eq!(headers.get("x-forwarded-proto").unwrap(), "https");
+}
+
+#[test]
+fn client_ip_walks_past_trusted_hops_only() {
+    let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let headers = map(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.1.1.1")]);
+    let peer: IpAddr = "10.0.0.5".parse().unwrap();
+    assert_eq!(
+        client_ip(peer, true, &headers, &trusted),
+        "1.2.3.4".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(client_ip(peer, false, &headers, &trusted), peer);
+    let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
+    assert!(is_trusted(mapped, &trusted));
+}
+
+#[test]
+fn request_ids_are_kept_only_when_valid() {
+    assert!(is_valid_request_id(b"abc-123"));
+    assert!(is_valid_request_id(&[b'a'; 128]));
+    assert!(!is_valid_request_id(&[b'a'; 129]));
+    assert!(!is_valid_request_id(b""));
+    assert!(!is_valid_request_id(b"tab\there"));
+    let kept = request_id(&map(&[("x-request-id", "client-id-1")]));
+    assert_eq!(kept, "client-id-1");
+    let fresh = request_id(&map(&[("x-request-id", &"z".repeat(200))]));
+    assert_eq!(fresh.len(), 36);
+}
+
+#[test]
+fn traceparent_validation_follows_the_spec() {
+    assert!(is_valid_traceparent(
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    ));
+    assert!(!is_valid_traceparent(
+        b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+    ));
+    assert!(!is_valid_traceparent(
+        b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    ));
+    assert!(!is_valid_traceparent(b"00-xyz-00f067aa0ba902b7-01"));
+    let fresh = traceparent(&HeaderMap::new());
+    assert!(is_valid_traceparent(fresh.as_bytes()));
+}

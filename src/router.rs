@@ -1,0 +1,258 @@
+//! Request routing: which policy applies to a request, and which path goes upstream.
+//!
+//! Order, most specific first:
+//! 1. config routes (`[[routes]]`): the longest matching path wins, segment-wise (`/users`
+//!    matches `/users` and `/users/7`, never `/usersx`); among routes on the same path an
+//!    exact match beats a prefix, and a route with a `host` beats one without. A prefix route
+//!    for a host that does not match falls back to a shorter path, so hosts never shadow.
+//! 2. the service routes `/api/:service/*rest` (matchit), forwarding `/rest`.
+//!
+//! Matching happens on the normalised path ([`normalize_path`]), and the same string is what
+//! goes upstream: the router never decodes, resolves or re-encodes anything afterwards.
+
+mod path;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+
+use crate::config::{HeaderOps, MatchKind, Rewrite, RouteConfig};
+use crate::error::{ErrorKind, GatewayError};
+use crate::upstream::Service;
+
+pub use path::{normalize_path, PathError};
+
+/// Everything the proxy needs to know about the route a request took.
+pub struct RoutePolicy {
+    /// The route as it appears in logs and metrics: the config path, or `/api/<service>`.
+    pub label: Arc<str>,
+    pub service: Arc<Service>,
+    match_kind: MatchKind,
+    host: Option<String>,
+    pub methods: Option<Vec<Method>>,
+    /// The `Allow` header value for 405s.
+    pub allow: String,
+    strip_prefix: bool,
+    rewrite: Option<Rewrite>,
+    /// Length of the matched prefix in the request path (for `strip_prefix`).
+    prefix_len: usize,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub preserve_host: bool,
+}
+
+pub struct Router {
+    config_routes: HashMap<String, Vec<Arc<RoutePolicy>>>,
+    service_routes: matchit::Router<()>,
+    service_policies: HashMap<String, Arc<RoutePolicy>>,
+}
+
+/// A routing decision.
+pub struct Routed<'a> {
+    pub policy: Arc<RoutePolicy>,
+    /// The path to append to the endpoint's base path (always starts with `/`).
+    pub forward_path: Cow<'a, str>,
+}
+
+// === impl Router ===
+
+impl Router {
+    pub fn new(
+        routes: &[RouteConfig],
+        services: &BTreeMap<String, Arc<Service>>,
+    ) -> Result<Router, String> {
+        let mut config_routes: HashMap<String, Vec<Arc<RoutePolicy>>> = HashMap::new();
+        for route in routes {
+            let service = services.get(&route.service).ok_or_else(|| {
+                format!("route {}: unknown service {}", route.path, route.service)
+            })?;
+            let policy = RoutePolicy {
+                label: Arc::from(route.path.as_str()),
+                service: service.clone(),
+                match_kind: route.match_kind,
+                host: route.host.clone(),
+                allow: allow_header(route.methods.as_deref()),
+                methods: route.methods.clone(),
+                strip_prefix: route.strip_prefix,
+                rewrite: route.rewrite.clone(),
+                prefix_len: if route.path == "/" {
+                    0
+                } else {
+                    route.path.len()
+                },
+                request_headers: route.request_headers.clone(),
+                response_headers: route.response_headers.clone(),
+                response_timeout: route.timeout.unwrap_or(service.response_timeout),
+                idle_timeout: route.idle_timeout.unwrap_or(service.idle_timeout),
+                preserve_host: route.preserve_host.unwrap_or(service.preserve_host),
+            };
+            config_routes
+                .entry(route.path.clone())
+                .or_default()
+                .push(Arc::new(policy));
+        }
+        for candidates in config_routes.values_mut() {
+            // Exact before prefix, host-specific before any-host; stable otherwise (file order).
+            candidates.sort_by_key(|p| (p.match_kind != MatchKind::Exact, p.host.is_none()));
+        }
+
+        let mut service_routes = matchit::Router::new();
+        for pattern in [
+            "/api/{service}",
+            "/api/{service}/",
+            "/api/{service}/{*rest}",
+        ] {
+            service_routes
+                .insert(pattern, ())
+                .map_err(|e| format!("service route {pattern}: {e}"))?;
+        }
+        let service_policies = services
+            .iter()
+            .map(|(name, service)| {
+                let policy = RoutePolicy {
+                    label: Arc::from(format!("/api/{name}")),
+                    service: service.clone(),
+                    match_kind: MatchKind::Prefix,
+                    host: None,
+                    methods: None,
+                    allow: String::new(),
+                    strip_prefix: true,
+                    rewrite: None,
+                    prefix_len: "/api/".len() + name.len(),
+                    request_headers: HeaderOps::default(),
+                    response_headers: HeaderOps::default(),
+                    response_timeout: service.response_timeout,
+                    idle_timeout: service.idle_timeout,
+                    preserve_host: service.preserve_host,
+                };
+                (name.clone(), Arc::new(policy))
+            })
+            .collect();
+        Ok(Router {
+            config_routes,
+            service_routes,
+            service_policies,
+        })
+    }
+
+    /// Routes a normalised `path` for `host` (lowercase, without port).
+    pub fn route<'a>(&self, host: Option<&str>, path: &'a str) -> Result<Routed<'a>, GatewayError> {
+        if let Some(policy) = self.match_config_route(host, path) {
+            let forward_path = policy.forward_path(path)?;
+            return Ok(Routed {
+                policy: policy.clone(),
+                forward_path,
+            });
+        }
+        let Ok(matched) = self.service_routes.at(path) else {
+            return Err(GatewayError::client(
+                ErrorKind::RouteNotFound,
+                "no route matches this path",
+            ));
+        };
+        let service = matched.params.get("service").unwrap_or_default();
+        let Some(policy) = self.service_policies.get(service) else {
+            return Err(GatewayError::client(
+                ErrorKind::UnknownService,
+                format!("unknown service {service:?}"),
+            ));
+        };
+        let forward_path = policy.forward_path(path)?;
+        Ok(Routed {
+            policy: policy.clone(),
+            forward_path,
+        })
+    }
+
+    fn match_config_route(&self, host: Option<&str>, path: &str) -> Option<&Arc<RoutePolicy>> {
+        if self.config_routes.is_empty() {
+            return None;
+        }
+        let mut key = path;
+        loop {
+            if let Some(candidates) = self.config_routes.get(key) {
+                let whole_path = key.len() == path.len();
+                let found = candidates.iter().find(|policy| {
+                    let host_ok = policy.host.is_none() || policy.host.as_deref() == host;
+                    let kind_ok = policy.match_kind == MatchKind::Prefix || whole_path;
+                    host_ok && kind_ok
+                });
+                if found.is_some() {
+                    return found;
+                }
+            }
+            if key == "/" {
+                return None;
+            }
+            key = match key.rfind('/') {
+                Some(0) | None => "/",
+                Some(i) => &key[..i],
+            };
+        }
+    }
+
+    /// Every config route label, for startup output.
+    pub fn labels(&self) -> Vec<Arc<str>> {
+        let mut labels: Vec<Arc<str>> = self
+            .config_routes
+            .values()
+            .flatten()
+            .map(|p| p.label.clone())
+            .collect();
+        labels.sort();
+        labels.dedup();
+        labels
+    }
+}
+
+// === impl RoutePolicy ===
+
+impl RoutePolicy {
+    pub fn allows(&self, method: &Method) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(method))
+    }
+
+    /// The path sent upstream: the request path, minus the route prefix when stripping, then
+    /// rewritten. A rewrite that produces an unsafe path is refused like an unsafe request path.
+    fn forward_path<'a>(&self, path: &'a str) -> Result<Cow<'a, str>, GatewayError> {
+        let stripped: &'a str = if self.strip_prefix {
+            &path[self.prefix_len.min(path.len())..]
+        } else {
+            path
+        };
+        let base: Cow<'a, str> = if stripped.is_empty() {
+            Cow::Borrowed("/")
+        } else {
+            Cow::Borrowed(stripped)
+        };
+        let Some(rewrite) = &self.rewrite else {
+            return Ok(base);
+        };
+        let rewritten = rewrite.pattern.replace(&base, rewrite.replace.as_str());
+        let rewritten = if rewritten.starts_with('/') {
+            rewritten.into_owned()
+        } else {
+            format!("/{rewritten}")
+        };
+        normalize_path(&rewritten)
+            .map_err(|e| GatewayError::client(ErrorKind::BadRequest, format!("rewritten {e}")))?;
+        Ok(Cow::Owned(rewritten))
+    }
+}
+
+fn allow_header(methods: Option<&[Method]>) -> String {
+    methods
+        .unwrap_or_default()
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,62 @@
+//! The `Runtime`: everything the request path needs, built once from a validated `Config`
+//! and never mutated afterwards. The server holds it in an `ArcSwap` so a reload can replace
+//! it whole (one atomic load per request, no locks); requests already running keep the
+//! snapshot they started with.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::router::Router;
+use crate::upstream::Service;
+
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub services: BTreeMap<String, Arc<Service>>,
+    pub auth: Auth,
+    pub access_log: bool,
+    pub max_request_body: u64,
+    pub max_header_bytes: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Ops endpoints live on their own listener, not on the public one.
+    pub admin_separate: bool,
+}
+
+/// The handle the server shares between connections.
+pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
+
+impl Runtime {
+    pub fn build(config: Arc<Config>) -> Result<Runtime, String> {
+        let services = config
+            .services
+            .iter()
+            .map(|(name, service)| Ok((name.clone(), Arc::new(Service::new(service)?))))
+            .collect::<Result<BTreeMap<_, _>, String>>()?;
+        let router = Router::new(&config.routes, &services)?;
+        Ok(Runtime {
+            router,
+            services,
+            auth: Auth::new(&config.auth),
+            access_log: config.log.access_log && config.log.level.as_filter() != "off",
+            max_request_body: config.server.max_request_body,
+            max_header_bytes: config.server.max_header_bytes,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            admin_separate: config.server.admin_listen.is_some(),
+            config,
+        })
+    }
+
+    pub fn shared(self) -> SharedRuntime {
+        Arc::new(ArcSwap::from_pointee(self))
+    }
+
+    /// Ready when every service has at least one usable endpoint.
+    pub fn is_ready(&self) -> bool {
+        self.services.values().all(|s| s.is_usable())
+    }
+}
