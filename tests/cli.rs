@@ -1,0 +1,277 @@
+//! The `sluice` binary as an operator meets it: `check`, startup refusals, `.env`, the
+//! access log, `token`, `demo`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{closed_port, Upstream};
+
+fn sluice(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command.current_dir(dir);
+    for var in sluice::config::KNOWN_VARS {
+        command.env_remove(var);
+    }
+    command.env_remove("RUST_LOG");
+    command
+}
+
+fn workdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}", crate::server::uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Kills the child on drop, so a failing test never leaves a gateway running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listened on {port} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn check_lists_every_error_and_exits_2() {
+    let dir = workdir();
+    std::fs::write(
+        dir.join("bad.toml"),
+        r#"
+[server]
+max_request_body = "lots"
+
+[services.users]
+upstreams = ["localhost:3000"]
+
+[[routes]]
+path = "/billing"
+service = "billing"
+"#,
+    )
+    .unwrap();
+    let output = sluice(&dir)
+        .args(["check", "--config", "bad.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with("server.max_request_body: "),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("services.users.upstreams[0]: "),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with("routes[0].service: unknown service \"billing\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sluice.example.toml");
+    let output = sluice(&workdir())
+        .args(["check", "--config"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_gateway_refuses_to_start_on_bad_config_with_one_line_per_error() {
+    let dir = workdir();
+    let output = sluice(&dir)
+        .env("PORT", "99999")
+        .env("JWT_SECRET", "too-short")
+        .env("UPSTREAMS", r#"{"x":["ftp://x"]}"#)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("PORT: ")
+            && stderr.contains("JWT_SECRET: ")
+            && stderr.contains("UPSTREAMS.x[0]: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dotenv_is_read_and_the_real_environment_wins() {
+    let dir = workdir();
+    std::fs::write(dir.join(".env"), "AUTH_REQUIRED=maybe\nLOG_LEVEL=loud\n").unwrap();
+    let output = sluice(&dir)
+        .arg("check")
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("AUTH_REQUIRED: expected a boolean"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn token_mints_a_verifiable_hs256_token() {
+    let secret = "a-secret-of-at-least-thirty-two-characters";
+    let output = sluice(&workdir())
+        .args([
+            "token",
+            "--sub",
+            "alice",
+            "--ttl",
+            "10m",
+            "--claim",
+            "role=admin",
+            "--secret",
+            secret,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_aud = false;
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(data.claims["sub"], "alice");
+    assert_eq!(data.claims["role"], "admin");
+    let ttl = data.claims["exp"].as_u64().unwrap() - data.claims["iat"].as_u64().unwrap();
+    assert_eq!(ttl, 600);
+}
+
+#[tokio::test]
+async fn access_log_lines_carry_the_request_id_and_the_outcome() {
+    let up = Upstream::ok().await;
+    let port = closed_port();
+    let dir = workdir();
+    let child = sluice(&dir)
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("UPSTREAMS", format!(r#"{{"s":["{}"]}}"#, up.url()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    tokio::task::spawn_blocking(move || wait_for_port(port))
+        .await
+        .unwrap();
+    let response = crate::support::client()
+        .post(format!("http://127.0.0.1:{port}/api/s/logged?q=1"))
+        .header("x-request-id", "log-me-1")
+        .body("12345")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "ok from upstream");
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("log-me-1"))
+    })
+    .await
+    .unwrap()
+    .expect("an access log line");
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["target"], "access");
+    assert_eq!(entry["method"], "POST");
+    assert_eq!(entry["route"], "/api/s");
+    assert_eq!(entry["service"], "s");
+    assert_eq!(entry["upstream"], up.url());
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["bytes_in"], 5);
+    assert_eq!(entry["bytes_out"], 16);
+    assert!(entry["duration_ms"].as_f64().is_some());
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let port = closed_port();
+    let child = sluice(&workdir())
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("LOG_LEVEL", "silent")
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    tokio::task::spawn_blocking(move || wait_for_port(port))
+        .await
+        .unwrap();
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn demo_serves_traffic_through_the_gateway() {
+    let port = closed_port();
+    let child = sluice(&workdir())
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = Running(child);
+    tokio::task::spawn_blocking(move || wait_for_port(port))
+        .await
+        .unwrap();
+    let c = crate::support::client();
+    let body: serde_json::Value = c
+        .get(format!("http://127.0.0.1:{port}/api/fast/hello?name=x"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["service"], "fast");
+    assert_eq!(body["request"]["path"], "/hello");
+    let response = c
+        .get(format!("http://127.0.0.1:{port}/api/flaky/fail"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+}

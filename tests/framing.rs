@@ -1,0 +1,102 @@
+//! Request smuggling defences: ambiguous framing is refused with 400 and the connection
+//! closed, and the upstream never sees such a request.
+
+use std::time::Duration;
+
+use crate::support::raw::exchange;
+use crate::support::{service, TestGateway, Upstream};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn refused(request: &str) {
+    let up = Upstream::ok().await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let (response, closed) = exchange(gw.addr, request.as_bytes(), WAIT).await;
+    assert!(
+        response.starts_with("HTTP/1.1 400"),
+        "{request:?} → {response}"
+    );
+    assert!(
+        closed,
+        "the connection is closed after an ambiguous request: {request:?}"
+    );
+    assert_eq!(
+        response.matches("HTTP/1.1").count(),
+        1,
+        "no smuggled second request was answered: {response}"
+    );
+    assert_eq!(
+        up.count(),
+        0,
+        "nothing reached the upstream for {request:?}"
+    );
+}
+
+/// hyper decodes such a request by Transfer-Encoding (RFC 9112 §6.3), drops the
+/// Content-Length and closes the connection after answering, before our handler could see
+/// both headers: so the answer is not a 400, but nothing can be smuggled behind it.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_cannot_smuggle() {
+    let up = Upstream::ok().await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let request = "POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+    let (response, closed) = exchange(gw.addr, request.as_bytes(), WAIT).await;
+    assert!(
+        closed,
+        "the connection is closed after an ambiguous request"
+    );
+    assert_eq!(
+        response.matches("HTTP/1.1 ").count(),
+        1,
+        "one answer only: {response}"
+    );
+    let received = up.received();
+    assert!(
+        received.iter().all(|r| r.uri.path() != "/smuggled"),
+        "nothing smuggled"
+    );
+    for seen in &received {
+        assert!(
+            seen.headers.get("content-length").is_none()
+                || seen.headers.get("transfer-encoding").is_none()
+        );
+    }
+}
+
+#[tokio::test]
+async fn differing_content_lengths_are_refused() {
+    refused(
+        "POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn obfuscated_transfer_encoding_is_refused() {
+    for te in [
+        "xchunked",
+        "chunked, identity",
+        " chunked\u{0b}",
+        "identity",
+    ] {
+        refused(&format!(
+            "POST /api/s/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: {te}\r\n\r\n0\r\n\r\n"
+        ))
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn upstream_sees_exactly_one_framing_header() {
+    let up = Upstream::ok().await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let request =
+        "POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    let (response, _) = exchange(gw.addr, request.as_bytes(), WAIT).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = up.only();
+    assert_eq!(seen.headers.get_all("content-length").iter().count(), 1);
+    assert!(seen.headers.get("transfer-encoding").is_none());
+    assert_eq!(&seen.body[..], b"hello");
+}

@@ -1,0 +1,16 @@
+//! sluice's integration tests: one binary (it links once), real loopback sockets, fake
+//! upstreams that record what reached them. Each module covers one area of the contract.
+
+// Test support fails loudly on purpose: a broken fixture must stop the test, not hide.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod auth;
+mod cli;
+mod forwarding;
+mod framing;
+mod limits;
+mod routing;
+mod server;
+mod timeouts;

@@ -1,0 +1,46 @@
+//! Raw TCP for what HTTP clients refuse to send: ambiguous framing, oversized or slow heads.
+//! Also raw "upstreams" that refuse, reset or stall at the TCP level.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Sends `request` as-is and reads until the peer closes or `wait` passes.
+/// Returns the bytes received and whether the peer closed the connection.
+pub async fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> (String, bool) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_until_close(&mut stream, wait).await
+}
+
+pub async fn read_until_close(stream: &mut TcpStream, wait: Duration) -> (String, bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&buf).into_owned(), true),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return (String::from_utf8_lossy(&buf).into_owned(), false),
+        }
+    }
+}
+
+/// An upstream that accepts, reads the request head, then closes without answering.
+pub async fn resetting_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
+            drop(stream);
+        }
+    });
+    addr
+}
