@@ -7,6 +7,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 
+use crate::error::{ErrorKind, GatewayError};
 use crate::proxy::body::GatewayBody;
 use crate::runtime::Runtime;
 
@@ -16,20 +17,26 @@ pub fn is_admin_path(path: &str) -> bool {
 }
 
 /// Answers an ops request, or `None` when `path` is not one.
-pub fn handle(method: &Method, path: &str, runtime: &Runtime) -> Option<Response<GatewayBody>> {
+pub fn handle(
+    method: &Method,
+    path: &str,
+    runtime: &Runtime,
+) -> Option<Result<Response<GatewayBody>, GatewayError>> {
     if !is_admin_path(path) {
         return None;
     }
     if method != Method::GET && method != Method::HEAD {
-        return Some(json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            json!({"error": "method_not_allowed", "message": "use GET"}),
-        ));
+        let error = GatewayError::client(
+            ErrorKind::MethodNotAllowed,
+            format!("{path} answers GET and HEAD only"),
+        )
+        .with_allow("GET, HEAD".to_owned());
+        return Some(Err(error));
     }
-    Some(match path {
+    Some(Ok(match path {
         "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
         _ => readyz(runtime),
-    })
+    }))
 }
 
 fn readyz(runtime: &Runtime) -> Response<GatewayBody> {

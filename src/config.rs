@@ -261,21 +261,29 @@ impl Config {
 
     /// Validates TOML text (if any) merged with `env`.
     pub fn from_sources(toml_text: Option<&str>, env: &Env) -> Result<Config, ConfigErrors> {
-        let raw: raw::RawConfig = match toml_text {
-            None => raw::RawConfig::default(),
+        let table: toml::Table = match toml_text {
+            None => toml::Table::new(),
             Some(text) => toml::from_str(text).map_err(|e| {
-                let message = e.message().to_owned();
-                let location = e
+                let line = e
                     .span()
-                    .map(|span| {
-                        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                        format!("line {line}")
-                    })
-                    .unwrap_or_else(|| "config file".to_owned());
-                ConfigErrors::one(location, message)
+                    .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+                    .unwrap_or(1);
+                ConfigErrors::one(format!("line {line}"), e.message().to_owned())
             })?,
         };
-        validate::validate(raw, env)
+        let (raw, read_errors) = raw::RawConfig::from_table(table);
+        let validated = validate::validate(raw, env);
+        if read_errors.is_empty() {
+            return validated;
+        }
+        let mut errors: Vec<ConfigError> = read_errors
+            .into_iter()
+            .map(|(path, message)| ConfigError { path, message })
+            .collect();
+        if let Err(more) = validated {
+            errors.extend(more.0);
+        }
+        Err(ConfigErrors(errors))
     }
 }
 

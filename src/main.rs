@@ -46,6 +46,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Demo) if cli.config.is_some() => {
+            eprintln!("sluice: demo runs its built-in configuration; --config/SLUICE_CONFIG is not used by it");
+            ExitCode::from(2)
+        }
         Some(Command::Demo) => exit(sluice::demo::run(cli.listen)),
         Some(Command::Check) => match load(&cli) {
             Ok(config) => {

@@ -67,15 +67,17 @@ pub async fn handle(
         access_log: rt.access_log,
         conn: Some(conn.activity.clone()),
     };
+    let has_body = !req.body().is_end_stream();
     if role == Role::Admin || !rt.admin_separate {
-        if let Some(response) = crate::admin::handle(req.method(), req.uri().path(), rt) {
-            return finish(
-                response,
-                Exchange::new(start, Some(Arc::from("admin")), None),
-            );
+        let answered = crate::admin::handle(req.method(), req.uri().path(), rt);
+        if let Some(answer) = answered {
+            let exchange = Exchange::new(start, Some(Arc::from("admin")), None);
+            return match answer {
+                Ok(response) => finish(response, exchange),
+                Err(error) => refuse(error, exchange, has_body),
+            };
         }
     }
-    let has_body = !req.body().is_end_stream();
     if role == Role::Admin {
         let error = GatewayError::client(
             ErrorKind::RouteNotFound,
@@ -84,6 +86,14 @@ pub async fn handle(
         return refuse(error, Exchange::new(start, None, None), has_body);
     }
     if let Err(error) = check_framing(req.headers(), rt.max_header_bytes, &req) {
+        return refuse(error, Exchange::new(start, None, None), has_body);
+    }
+    if is_websocket_upgrade(req.headers()) {
+        // Until the bridge exists (issue #4), say so plainly instead of half-upgrading.
+        let error = GatewayError::client(
+            ErrorKind::BadRequest,
+            "WebSocket upgrades are not supported by this gateway yet",
+        );
         return refuse(error, Exchange::new(start, None, None), has_body);
     }
     let path = match normalize_path(req.uri().path()) {
@@ -173,6 +183,9 @@ pub async fn handle(
         .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
     let mut upstream_headers = std::mem::take(&mut parts.headers);
     headers::remove_hop_by_hop(&mut upstream_headers);
+    // Route edits first: the headers the gateway owns (identity, forwarding, request id,
+    // trace) are set after them, so no route can remove or forge those.
+    apply_header_ops(&mut upstream_headers, &policy.request_headers);
     rt.auth.strip_identity_headers(&mut upstream_headers);
     if let Some(identity) = &identity {
         rt.auth.apply(identity, &mut upstream_headers);
@@ -190,7 +203,6 @@ pub async fn handle(
     );
     upstream_headers.insert(X_REQUEST_ID, exchange.request_id.clone());
     upstream_headers.insert(headers::TRACEPARENT, traceparent);
-    apply_header_ops(&mut upstream_headers, &policy.request_headers);
     match (policy.preserve_host, client_host) {
         (true, Some(host)) => {
             upstream_headers.insert(HOST, host);
@@ -257,6 +269,14 @@ pub async fn handle(
         }
     };
 
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // We never asked for an upgrade (Upgrade is hop-by-hop), so this upstream is broken.
+        let error = GatewayError::upstream(
+            ErrorKind::UpstreamUnavailable,
+            "the upstream switched protocols unasked",
+        );
+        return refuse(error, exchange, false);
+    }
     let (mut parts, upstream_body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     apply_header_ops(&mut parts.headers, &policy.response_headers);
@@ -338,6 +358,14 @@ fn check_framing<B>(
         return Err(ambiguous("Content-Length is not a number"));
     }
     Ok(())
+}
+
+/// `Connection: upgrade` with `Upgrade: websocket` (RFC 6455 §4.1), in any case.
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -305,7 +305,7 @@ async fn route_header_edits_apply_in_both_directions() {
         [[routes]]
         path = "/edit"
         service = "s"
-        request_headers = {{ set = {{ "x-api-version" = "2" }}, remove = ["x-debug"] }}
+        request_headers = {{ set = {{ "x-api-version" = "2", "x-request-id" = "forged" }}, remove = ["x-debug"] }}
         response_headers = {{ set = {{ "x-frame-options" = "DENY" }}, remove = ["server"] }}
     "#,
         service("s", &[up.url()])
@@ -318,11 +318,20 @@ async fn route_header_edits_apply_in_both_directions() {
         .send()
         .await
         .unwrap();
+    let response_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(response.headers()["x-frame-options"], "DENY");
     assert!(response.headers().get("server").is_none());
     assert_eq!(response.headers()["x-kept"], "1");
     let seen = up.only();
     assert_eq!(seen.headers["x-api-version"], "2");
+    assert_eq!(
+        seen.headers["x-request-id"],
+        response_id.as_str(),
+        "routes cannot forge the request id"
+    );
     assert!(seen.headers.get("x-debug").is_none());
 }
 
@@ -388,4 +397,31 @@ async fn client_supplied_identity_headers_never_reach_upstreams() {
         .await
         .unwrap();
     assert!(up.only().headers.get("x-user-id").is_none());
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_refused_until_the_bridge_exists() {
+    let up = Upstream::ok().await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let response = client()
+        .get(gw.url("/api/s/socket"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    crate::support::error_body(response, "bad_request").await;
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn an_unasked_protocol_switch_from_the_upstream_is_502() {
+    let up = Upstream::start(|_| Reply::ok("").status(101).header("upgrade", "websocket")).await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let response = client().get(gw.url("/api/s/x")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    crate::support::error_body(response, "upstream_unavailable").await;
 }

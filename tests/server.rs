@@ -76,6 +76,16 @@ async fn healthz_and_readyz_answer_with_json() {
 }
 
 #[tokio::test]
+async fn ops_endpoints_refuse_other_methods_in_the_error_shape() {
+    let up = Upstream::ok().await;
+    let gw = TestGateway::start(&service("users", &[up.url()]), &[]).await;
+    let response = client().post(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, HEAD");
+    crate::support::error_body(response, "method_not_allowed").await;
+}
+
+#[tokio::test]
 async fn admin_listen_moves_ops_endpoints_off_the_public_port() {
     let up = Upstream::ok().await;
     let toml = format!(

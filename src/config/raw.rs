@@ -9,28 +9,22 @@ use serde::Deserialize;
 
 use super::units::{RawDuration, RawSize};
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RawConfig {
-    #[serde(default)]
     pub server: RawServer,
     pub tls: Option<RawTls>,
-    #[serde(default)]
     pub log: RawLog,
-    #[serde(default)]
     pub auth: RawAuth,
-    #[serde(default)]
     pub rate_limit: RawRateLimit,
-    #[serde(default)]
     pub cache: RawCache,
-    #[serde(default)]
     pub websocket: RawWebSocket,
-    #[serde(default)]
     pub pressure: RawPressure,
-    #[serde(default)]
     pub services: BTreeMap<String, RawService>,
-    #[serde(default)]
-    pub routes: Vec<RawRoute>,
+    /// Services whose table could not be read (already reported): known names, not validated.
+    pub unreadable_services: std::collections::BTreeSet<String>,
+    /// `None` where a route could not be read at all (its error is already reported); kept
+    /// so that later errors still name the route by its index in the file.
+    pub routes: Vec<Option<RawRoute>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +150,83 @@ pub struct RawHeaderOps {
     pub set: BTreeMap<String, String>,
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+impl RawConfig {
+    /// Reads every section it can, returning the problems as `(path, message)` pairs.
+    pub fn from_table(table: toml::Table) -> (RawConfig, Vec<(String, String)>) {
+        let mut raw = RawConfig::default();
+        let mut errors = Vec::new();
+        for (key, value) in table {
+            let mut fail =
+                |path: String, e: toml::de::Error| errors.push((path, e.message().to_owned()));
+            match key.as_str() {
+                "server" => read(value, &key, &mut fail, &mut raw.server),
+                "log" => read(value, &key, &mut fail, &mut raw.log),
+                "auth" => read(value, &key, &mut fail, &mut raw.auth),
+                "rate_limit" => read(value, &key, &mut fail, &mut raw.rate_limit),
+                "cache" => read(value, &key, &mut fail, &mut raw.cache),
+                "websocket" => read(value, &key, &mut fail, &mut raw.websocket),
+                "pressure" => read(value, &key, &mut fail, &mut raw.pressure),
+                "tls" => match value.try_into() {
+                    Ok(tls) => raw.tls = Some(tls),
+                    Err(e) => fail(key.clone(), e),
+                },
+                "services" => match value {
+                    toml::Value::Table(services) => {
+                        for (name, service) in services {
+                            match service.try_into::<RawService>() {
+                                Ok(parsed) => {
+                                    raw.services.insert(name, parsed);
+                                }
+                                Err(e) => {
+                                    fail(format!("services.{name}"), e);
+                                    raw.unreadable_services.insert(name);
+                                }
+                            }
+                        }
+                    }
+                    _ => errors.push((key.clone(), "expected a table of services".to_owned())),
+                },
+                "routes" => match value {
+                    toml::Value::Array(routes) => {
+                        for (i, route) in routes.into_iter().enumerate() {
+                            match route.try_into() {
+                                Ok(route) => raw.routes.push(Some(route)),
+                                Err(e) => {
+                                    fail(format!("routes[{i}]"), e);
+                                    raw.routes.push(None);
+                                }
+                            }
+                        }
+                    }
+                    _ => errors.push((
+                        key.clone(),
+                        "expected an array of tables ([[routes]])".to_owned(),
+                    )),
+                },
+                _ => errors.push((
+                    key.clone(),
+                    "unknown section (expected server, tls, log, auth, rate_limit, cache, \
+                     websocket, pressure, services or routes)"
+                        .to_owned(),
+                )),
+            }
+        }
+        (raw, errors)
+    }
+}
+
+fn read<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    path: &str,
+    fail: &mut impl FnMut(String, toml::de::Error),
+    into: &mut T,
+) {
+    match value.try_into() {
+        Ok(parsed) => *into = parsed,
+        Err(e) => fail(path.to_owned(), e),
+    }
 }
 
 impl RawUpstream {

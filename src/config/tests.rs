@@ -182,17 +182,91 @@ fn every_file_error_is_reported_with_its_path() {
 }
 
 #[test]
-fn unknown_keys_are_refused() {
+fn every_unknown_key_is_refused_by_its_path() {
+    let toml = r#"
+        [server]
+        listen = "0.0.0.0:1"
+        listen_port = 3
+        [services.s]
+        upstreams = ["http://127.0.0.1:1"]
+        timeout = "1s"
+        [[routes]]
+        path = "/a"
+        service = "s"
+        [[routes]]
+        path = "/b"
+        servce = "s"
+        [[routes]]
+        path = "/c"
+        service = "nope"
+        [logging]
+        level = "info"
+    "#;
+    let errors = errors_of(Some(toml), &[]);
+    let mut keys: Vec<&str> = errors
+        .iter()
+        .map(|e| e.split(": ").next().unwrap())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        vec![
+            "logging",
+            "routes[1]",
+            "routes[2].service",
+            "server",
+            "services.s"
+        ],
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("unknown field `listen_port`")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("unknown field `servce`")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn toml_syntax_errors_name_their_line() {
     let errors = errors_of(
-        Some("[server]\nlisten = \"0.0.0.0:1\"\nlisten_port = 3\n"),
+        Some("[server]\nlisten = \"0.0.0.0:1\"\nbroken = = 3\n"),
         &[],
     );
     assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("line 3: "), "{errors:?}");
+}
+
+#[test]
+fn route_hosts_are_plain_names() {
+    let toml = r#"
+        [services.s]
+        upstreams = ["http://127.0.0.1:1"]
+        [[routes]]
+        path = "/a"
+        service = "s"
+        host = "api.example.com:8080"
+        [[routes]]
+        path = "/b"
+        service = "s"
+        host = "API.Example.com"
+        [[routes]]
+        path = "/b"
+        service = "s"
+        match = "prefix"
+        host = "api.example.com"
+    "#;
+    let errors = errors_of(Some(toml), &[]);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].starts_with("routes[0].host: "), "{errors:?}");
     assert!(
-        errors[0].contains("unknown field `listen_port`"),
+        errors[1].starts_with("routes[2].path: duplicates"),
         "{errors:?}"
     );
-    assert!(errors[0].starts_with("line 3"), "{errors:?}");
 }
 
 #[test]

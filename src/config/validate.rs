@@ -180,7 +180,12 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
         .routes
         .iter()
         .enumerate()
-        .filter_map(|(i, route)| self::route(&mut errors, i, route, &services))
+        .filter(|(_, route)| {
+            // A route to a service whose table was unreadable adds no second error.
+            let service = route.as_ref().and_then(|r| r.service.as_ref());
+            !service.is_some_and(|s| raw.unreadable_services.contains(s))
+        })
+        .filter_map(|(i, route)| self::route(&mut errors, i, route.as_ref()?, &services))
         .collect();
     check_duplicate_routes(&mut errors, &raw.routes);
 
@@ -575,7 +580,10 @@ fn route(
         .idle_timeout
         .as_ref()
         .and_then(|d| errors.check(&at("idle_timeout"), d.parse().and_then(nonzero_duration)));
-    let host = raw.host.as_ref().map(|h| h.trim().to_ascii_lowercase());
+    let host = raw
+        .host
+        .as_deref()
+        .and_then(|h| errors.check(&at("host"), parse_route_host(h)));
     if errors.0.len() > before {
         return None;
     }
@@ -595,14 +603,16 @@ fn route(
     })
 }
 
-fn check_duplicate_routes(errors: &mut Errors, routes: &[RawRoute]) {
+fn check_duplicate_routes(errors: &mut Errors, routes: &[Option<RawRoute>]) {
     let mut seen = HashSet::new();
     for (i, route) in routes.iter().enumerate() {
+        let Some(route) = route else { continue };
         let Some(path) = route.path.as_deref().and_then(|p| parse_route_path(p).ok()) else {
             continue;
         };
-        let key = (path, route.match_kind.clone(), route.host.clone());
-        if !seen.insert(key) {
+        let exact = route.match_kind.as_deref() == Some("exact");
+        let host = route.host.as_deref().map(|h| h.trim().to_ascii_lowercase());
+        if !seen.insert((path, exact, host)) {
             errors.push(
                 format!("routes[{i}].path"),
                 "duplicates an earlier route with the same path, match and host",
@@ -643,7 +653,7 @@ fn load_tls(errors: &mut Errors, raw: &RawTls) -> Option<TlsConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    let certs: Vec<CertificateDer<'static>> = errors.check(
+    let certs: Option<Vec<CertificateDer<'static>>> = errors.check(
         "tls.cert",
         CertificateDer::pem_file_iter(&raw.cert)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -655,12 +665,13 @@ fn load_tls(errors: &mut Errors, raw: &RawTls) -> Option<TlsConfig> {
                     Ok(certs)
                 }
             }),
-    )?;
+    );
     let key = errors.check(
         "tls.key",
         PrivateKeyDer::from_pem_file(&raw.key)
             .map_err(|e| format!("cannot load private key from {:?}: {e}", raw.key)),
-    )?;
+    );
+    let (certs, key) = (certs?, key?);
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut server_config = errors.check(
         "tls",
@@ -731,6 +742,22 @@ fn parse_route_path(text: &str) -> Result<String, String> {
     } else {
         trimmed.to_owned()
     })
+}
+
+/// A route host: a DNS name or IP, compared without port, case-insensitively.
+fn parse_route_host(text: &str) -> Result<String, String> {
+    let host = text.trim().to_ascii_lowercase();
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if valid {
+        Ok(host)
+    } else {
+        Err(format!(
+            "expected a host name without scheme or port, like \"api.example.com\", got {text:?}"
+        ))
+    }
 }
 
 fn check_service_name(name: &str) -> Result<(), String> {
