@@ -145,10 +145,17 @@ pub fn run_with(
     config: Config,
     before_serve: impl FnOnce(&Gateway) -> Result<(), String>,
 ) -> Result<(), String> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.server.worker_threads {
-        builder.worker_threads(threads);
-    }
+    // One worker means one thread: the current-thread scheduler then does the same work
+    // without the cross-thread queues and wake-ups of the multi-thread one.
+    let mut builder = match config.server.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let tokio = builder
         .enable_all()
         .build()

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -41,6 +41,23 @@ pub struct ConnInfo {
     pub local_port: u16,
     pub tls: bool,
     pub activity: Arc<ConnActivity>,
+    /// The peer's IP and the local port as header values, rendered once per connection.
+    pub peer_header: HeaderValue,
+    pub port_header: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local_port: u16, tls: bool, activity: Arc<ConnActivity>) -> Self {
+        ConnInfo {
+            peer_header: HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            port_header: HeaderValue::from(local_port),
+            peer,
+            local_port,
+            tls,
+            activity,
+        }
+    }
 }
 
 /// Answers one request on the public listener.
@@ -103,7 +120,11 @@ pub async fn handle(
             return refuse(error, Exchange::new(start, None, None), has_body);
         }
     };
-    let host = request_host(&req);
+    let host = if rt.router.has_host_routes() {
+        request_host(&req)
+    } else {
+        None
+    };
     let routed = match rt.router.route(host.as_deref(), &path) {
         Ok(routed) => routed,
         Err(error) => return refuse(error, Exchange::new(start, None, None), has_body),
@@ -194,11 +215,11 @@ pub async fn handle(
     headers::set_forwarded(
         &mut upstream_headers,
         &Forwarded {
-            peer: conn.peer.ip(),
+            peer: &conn.peer_header,
             peer_trusted,
             proto: if conn.tls { "https" } else { "http" },
             host: client_host.as_ref(),
-            port: conn.local_port,
+            port: &conn.port_header,
         },
     );
     upstream_headers.insert(X_REQUEST_ID, exchange.request_id.clone());
@@ -316,8 +337,9 @@ fn check_framing<B>(
     max_header_bytes: usize,
     req: &Request<B>,
 ) -> Result<(), GatewayError> {
+    let target_len = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
     let size: usize = req.method().as_str().len()
-        + req.uri().to_string().len()
+        + target_len
         + headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
@@ -330,32 +352,32 @@ fn check_framing<B>(
         .closing());
     }
     let ambiguous = |m: &'static str| GatewayError::client(ErrorKind::BadRequest, m).closing();
-    let te: Vec<_> = headers.get_all(TRANSFER_ENCODING).iter().collect();
-    let cl: Vec<_> = headers.get_all(CONTENT_LENGTH).iter().collect();
-    if !te.is_empty() && !cl.is_empty() {
+    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
+    let mut cl = headers.get_all(CONTENT_LENGTH).iter();
+    let (first_te, first_cl) = (te.next(), cl.next());
+    if first_te.is_some() && first_cl.is_some() {
         return Err(ambiguous(
             "both Content-Length and Transfer-Encoding are present",
         ));
     }
-    if te.len() > 1
-        || te
-            .first()
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
-    {
-        return Err(ambiguous(
-            "only a single 'Transfer-Encoding: chunked' is accepted",
-        ));
+    if let Some(first) = first_te {
+        if te.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(ambiguous(
+                "only a single 'Transfer-Encoding: chunked' is accepted",
+            ));
+        }
     }
-    if cl.len() > 1 && cl.windows(2).any(|w| w[0] != w[1]) {
-        return Err(ambiguous("differing Content-Length values"));
-    }
-    if cl.iter().any(|v| {
-        std::str::from_utf8(v.as_bytes())
+    if let Some(first) = first_cl {
+        let valid = std::str::from_utf8(first.as_bytes())
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
-            .is_none()
-    }) {
-        return Err(ambiguous("Content-Length is not a number"));
+            .is_some();
+        if !valid {
+            return Err(ambiguous("Content-Length is not a number"));
+        }
+        if cl.any(|other| other != first) {
+            return Err(ambiguous("differing Content-Length values"));
+        }
     }
     Ok(())
 }

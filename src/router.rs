@@ -196,6 +196,15 @@ impl Router {
         }
     }
 
+    /// Whether any config route is restricted to a host (so the proxy knows whether it needs
+    /// to work out the request's host at all).
+    pub fn has_host_routes(&self) -> bool {
+        self.config_routes
+            .values()
+            .flatten()
+            .any(|p| p.host.is_some())
+    }
+
     /// Every config route label, for startup output.
     pub fn labels(&self) -> Vec<Arc<str>> {
         let mut labels: Vec<Arc<str>> = self

@@ -166,6 +166,7 @@ fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(buffer)
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()
@@ -206,12 +207,7 @@ async fn serve_io<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(ConnActivity::new());
-    let info = Arc::new(ConnInfo {
-        peer,
-        local_port,
-        tls,
-        activity: activity.clone(),
-    });
+    let info = Arc::new(ConnInfo::new(peer, local_port, tls, activity.clone()));
     let runtime = shared.runtime.clone();
     let role = shared.role;
     let service = service_fn(move |req| {
@@ -219,9 +215,7 @@ async fn serve_io<S>(
         let info = info.clone();
         async move { Ok::<_, Infallible>(proxy::handle(req, &runtime, &info, role).await) }
     });
-    let conn = shared
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    let conn = shared.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
     loop {

@@ -36,5 +36,6 @@ pub fn build(connect_timeout: Duration) -> Result<UpstreamClient, String> {
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
+        .http1_writev(false)
         .build(https))
 }

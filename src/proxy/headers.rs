@@ -26,6 +26,19 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// Removes hop-by-hop headers in place (both directions use this).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the (few) headers present is cheaper than hashing every hop-by-hop name
+    // for a removal that usually finds nothing: this runs twice per proxied request.
+    let present = headers.keys().any(|name| {
+        name == CONNECTION
+            || name == TE
+            || name == TRANSFER_ENCODING
+            || name == UPGRADE
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+    });
+    if !present {
+        return;
+    }
     // Headers named by Connection go first, while we still have it.
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -55,24 +68,33 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(UPGRADE);
 }
 
-/// What the forwarding headers should say about this request.
+/// What the forwarding headers should say about this request. The peer's address and the
+/// local port are rendered once per connection, not once per request.
 pub struct Forwarded<'a> {
-    pub peer: IpAddr,
+    pub peer: &'a HeaderValue,
     pub peer_trusted: bool,
     pub proto: &'static str,
     pub host: Option<&'a HeaderValue>,
-    pub port: u16,
+    pub port: &'a HeaderValue,
 }
 
 /// Sets `X-Forwarded-*` on the upstream request.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
-    let peer = fwd.peer.to_string();
-    let xff = match (fwd.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
-        (true, Some(prior)) => format!("{prior}, {peer}"),
-        _ => peer,
+    let prior = if fwd.peer_trusted {
+        joined(headers, &X_FORWARDED_FOR)
+    } else {
+        None
     };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, value);
+    match prior {
+        Some(prior) => {
+            let peer = fwd.peer.to_str().unwrap_or_default();
+            if let Ok(value) = HeaderValue::from_str(&format!("{prior}, {peer}")) {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR, fwd.peer.clone());
+        }
     }
     if !(fwd.peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
@@ -84,7 +106,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
         };
     }
     if !(fwd.peer_trusted && headers.contains_key(X_FORWARDED_PORT)) {
-        headers.insert(X_FORWARDED_PORT, HeaderValue::from(fwd.port));
+        headers.insert(X_FORWARDED_PORT, fwd.port.clone());
     }
 }
 
@@ -173,10 +195,16 @@ pub fn traceparent(headers: &HeaderMap) -> HeaderValue {
 }
 
 fn new_traceparent() -> HeaderValue {
-    let trace = uuid::Uuid::new_v4().simple().to_string();
-    let span = uuid::Uuid::new_v4().simple().to_string();
-    let text = format!("00-{trace}-{}-01", &span[..16]);
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("invalid"))
+    // `00-` + 32 hex trace-id + `-` + 16 hex parent-id + `-01`, built on the stack.
+    let mut text = [0u8; 55];
+    text[..3].copy_from_slice(b"00-");
+    uuid::Uuid::new_v4().simple().encode_lower(&mut text[3..35]);
+    text[35] = b'-';
+    let mut span = [0u8; 32];
+    uuid::Uuid::new_v4().simple().encode_lower(&mut span);
+    text[36..52].copy_from_slice(&span[..16]);
+    text[52..].copy_from_slice(b"-01");
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 /// `00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>`, ids not all zero, version not ff.

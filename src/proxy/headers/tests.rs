@@ -50,12 +50,16 @@ fn forwarded_for_from_an_untrusted_peer_is_replaced() {
         ("x-forwarded-for", "6.6.6.6"),
         ("x-forwarded-proto", "https"),
     ]);
+    let (peer, port) = (
+        HeaderValue::from_static("127.0.0.1"),
+        HeaderValue::from(8080u16),
+    );
     let fwd = Forwarded {
-        peer: "127.0.0.1".parse().unwrap(),
+        peer: &peer,
         peer_trusted: false,
         proto: "http",
         host: None,
-        port: 8080,
+        port: &port,
     };
     set_forwarded(&mut headers, &fwd);
     assert_eq!(headers.get("x-forwarded-for").unwrap(), "127.0.0.1");
@@ -69,12 +73,16 @@ fn forwarded_for_from_a_trusted_peer_is_appended() {
         ("x-forwarded-for", "1.2.3.4"),
         ("x-forwarded-proto", "https"),
     ]);
+    let (peer, port) = (
+        HeaderValue::from_static("10.0.0.5"),
+        HeaderValue::from(8080u16),
+    );
     let fwd = Forwarded {
-        peer: "10.0.0.5".parse().unwrap(),
+        peer: &peer,
         peer_trusted: true,
         proto: "http",
         host: None,
-        port: 8080,
+        port: &port,
     };
     set_forwarded(&mut headers, &fwd);
     assert_eq!(headers.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.5");
