@@ -39,20 +39,40 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if !present {
         return;
     }
-    // Headers named by Connection go first, while we still have it.
+    // Headers named by Connection go first, while we still have it. The usual values
+    // (`keep-alive`, `close`, `upgrade`) name nothing to remove beyond the fixed list, so
+    // the common case allocates nothing.
     if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
+        let mut named: Vec<HeaderName> = Vec::new();
+        for token in headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            // Never let Connection strip the headers we are about to set ourselves.
-            if name != X_REQUEST_ID && name != TRACEPARENT {
-                headers.remove(name);
+            .map(str::trim)
+        {
+            let fixed = [
+                "keep-alive",
+                "close",
+                "upgrade",
+                "te",
+                "transfer-encoding",
+                "",
+            ]
+            .iter()
+            .any(|known| token.eq_ignore_ascii_case(known));
+            if fixed {
+                continue;
             }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                // Never let Connection strip the headers we are about to set ourselves.
+                if name != X_REQUEST_ID && name != TRACEPARENT {
+                    named.push(name);
+                }
+            }
+        }
+        for name in named {
+            headers.remove(name);
         }
         headers.remove(CONNECTION);
     }
