@@ -34,6 +34,24 @@ impl Drop for Running {
     }
 }
 
+/// Spawns `command` (which must listen on `port`) and waits until it accepts connections.
+async fn start(mut command: Command, port: u16) -> Running {
+    let child = Running(command.spawn().unwrap());
+    tokio::task::spawn_blocking(move || wait_for_port(port))
+        .await
+        .unwrap();
+    child
+}
+
+/// `sluice` serving on a free loopback port.
+fn gateway_command(port: u16) -> Command {
+    let mut command = sluice(&workdir());
+    command
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1");
+    command
+}
+
 fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -176,19 +194,12 @@ fn token_mints_a_verifiable_hs256_token() {
 async fn access_log_lines_carry_the_request_id_and_the_outcome() {
     let up = Upstream::ok().await;
     let port = closed_port();
-    let dir = workdir();
-    let child = sluice(&dir)
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
+    let mut command = gateway_command(port);
+    command
         .env("UPSTREAMS", format!(r#"{{"s":["{}"]}}"#, up.url()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Running(child);
-    tokio::task::spawn_blocking(move || wait_for_port(port))
-        .await
-        .unwrap();
+        .stderr(Stdio::null());
+    let mut child = start(command, port).await;
     let response = crate::support::client()
         .post(format!("http://127.0.0.1:{port}/api/s/logged?q=1"))
         .header("x-request-id", "log-me-1")
@@ -222,16 +233,9 @@ async fn access_log_lines_carry_the_request_id_and_the_outcome() {
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let port = closed_port();
-    let child = sluice(&workdir())
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("LOG_LEVEL", "silent")
-        .spawn()
-        .unwrap();
-    let mut child = Running(child);
-    tokio::task::spawn_blocking(move || wait_for_port(port))
-        .await
-        .unwrap();
+    let mut command = gateway_command(port);
+    command.env("LOG_LEVEL", "silent");
+    let mut child = start(command, port).await;
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -248,15 +252,11 @@ async fn sigterm_drains_and_exits_zero() {
 #[tokio::test]
 async fn demo_serves_traffic_through_the_gateway() {
     let port = closed_port();
-    let child = sluice(&workdir())
+    let mut command = sluice(&workdir());
+    command
         .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _child = Running(child);
-    tokio::task::spawn_blocking(move || wait_for_port(port))
-        .await
-        .unwrap();
+        .stdout(Stdio::null());
+    let _child = start(command, port).await;
     let c = crate::support::client();
     let body: serde_json::Value = c
         .get(format!("http://127.0.0.1:{port}/api/fast/hello?name=x"))

@@ -4,10 +4,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
-use crate::support::raw::{exchange, read_until_close};
+use crate::support::raw::{exchange, read_until_close, send};
 use crate::support::{client, error_body, service, TestGateway, Upstream};
 
 #[tokio::test]
@@ -107,11 +105,7 @@ async fn slow_request_heads_are_cut_off() {
         service("s", &[up.url()])
     );
     let gw = TestGateway::start(&toml, &[]).await;
-    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(b"GET /api/s/x HTTP/1.1\r\nHost: t\r\nX-Slow: ")
-        .await
-        .unwrap();
+    let mut stream = send(gw.addr, b"GET /api/s/x HTTP/1.1\r\nHost: t\r\nX-Slow: ").await;
     let started = std::time::Instant::now();
     let (_, closed) = read_until_close(&mut stream, Duration::from_secs(5)).await;
     assert!(closed, "a slowloris connection is closed");
@@ -131,11 +125,7 @@ async fn idle_keep_alive_connections_are_closed() {
         service("s", &[up.url()])
     );
     let gw = TestGateway::start(&toml, &[]).await;
-    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(b"GET /api/s/x HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = send(gw.addr, b"GET /api/s/x HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let started = std::time::Instant::now();
     let (response, closed) = read_until_close(&mut stream, Duration::from_secs(5)).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -155,16 +145,12 @@ async fn connections_beyond_the_maximum_wait_their_turn() {
         service("s", &[up.url()])
     );
     let gw = TestGateway::start(&toml, &[]).await;
-    let mut first = TcpStream::connect(gw.addr).await.unwrap();
-    first
-        .write_all(b"GET /api/s/1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    let mut second = TcpStream::connect(gw.addr).await.unwrap();
-    second
-        .write_all(b"GET /api/s/2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let first = send(gw.addr, b"GET /api/s/1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let mut second = send(
+        gw.addr,
+        b"GET /api/s/2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     let (waiting, closed) = read_until_close(&mut second, Duration::from_millis(500)).await;
     assert!(
         waiting.is_empty() && !closed,

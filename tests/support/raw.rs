@@ -7,11 +7,17 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Connects and writes `bytes` as-is, leaving the connection open.
+pub async fn send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
 /// Sends `request` as-is and reads until the peer closes or `wait` passes.
 /// Returns the bytes received and whether the peer closed the connection.
 pub async fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> (String, bool) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
+    let mut stream = send(addr, request).await;
     read_until_close(&mut stream, wait).await
 }
 
