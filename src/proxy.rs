@@ -67,7 +67,8 @@ pub async fn handle(
     conn: &ConnInfo,
     role: Role,
 ) -> Response<GatewayBody> {
-    conn.activity.request_started();
+    conn.activity
+        .request_started(req.version() == Version::HTTP_2);
     let request_id = headers::request_id(req.headers());
     let peer_trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
     let start = ExchangeStart {

@@ -6,15 +6,15 @@
 //! 1. a permit is taken before `accept`, so past `max_connections` clients wait in the kernel's
 //!    backlog instead of costing memory;
 //! 2. the TLS handshake (if any) must finish within `header_read_timeout`;
-//! 3. hyper reads each request head within `header_read_timeout` (slowloris guard) and refuses
-//!    heads larger than its buffer; the proxy enforces `max_header_bytes` with a JSON 431;
-//! 4. a connection with no request in flight for `keepalive_idle_timeout` is closed gracefully;
-//! 5. on shutdown, accepting stops, every connection is told to finish its in-flight requests
+//! 3. a request head must arrive within `header_read_timeout` (slowloris guard), and a
+//!    connection with no request in flight for `keepalive_idle_timeout` is closed gracefully:
+//!    both are kept by the connection's watchdog ([`conn`]); hyper refuses heads larger than
+//!    its buffer, and the proxy enforces `max_header_bytes` with a JSON 431;
+//! 4. on shutdown, accepting stops, every connection is told to finish its in-flight requests
 //!    and close, and the server waits up to `shutdown_grace` for them.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod conn;
+
+pub use conn::ConnActivity;
+use conn::{ActivityIo, Verdict};
+
 use crate::config::ServerConfig;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::SharedRuntime;
@@ -42,56 +47,14 @@ pub enum Role {
     Admin,
 }
 
-/// Per-connection activity, for the keep-alive idle timeout.
-#[derive(Debug)]
-pub struct ConnActivity {
-    opened: Instant,
-    in_flight: AtomicUsize,
-    /// Milliseconds after `opened` when the last request finished (or the connection opened).
-    last_idle_ms: AtomicU64,
-}
-
 /// Everything a listener's connections share.
 struct Shared {
     runtime: SharedRuntime,
     builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
-    handshake_timeout: Duration,
+    head_timeout: Duration,
     idle_timeout: Duration,
     role: Role,
-}
-
-// === impl ConnActivity ===
-
-impl ConnActivity {
-    fn new() -> Self {
-        ConnActivity {
-            opened: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_idle_ms: AtomicU64::new(0),
-        }
-    }
-
-    pub fn request_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn request_finished(&self) {
-        let ms = self.opened.elapsed().as_millis();
-        self.last_idle_ms
-            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// When the connection will have been idle for `timeout`, if nothing is in flight.
-    fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let idle_since =
-            self.opened + Duration::from_millis(self.last_idle_ms.load(Ordering::Relaxed));
-        Some(idle_since + timeout)
-    }
 }
 
 // === serving ===
@@ -110,7 +73,7 @@ pub async fn serve(
         runtime,
         builder: http_builder(config),
         tls: tls.map(TlsAcceptor::from),
-        handshake_timeout: config.header_read_timeout,
+        head_timeout: config.header_read_timeout,
         idle_timeout: config.keepalive_idle_timeout,
         role,
     });
@@ -164,7 +127,10 @@ fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
+        // Off: its timer also runs between keep-alive requests; see `conn` for ours.
+        .header_read_timeout(None)
+        // hyper counts headers too; tie that cap to the byte limit so ours answers first.
+        .max_headers((config.max_header_bytes / 16).max(100))
         .max_buf_size(buffer)
         .writev(false)
         .keep_alive(true);
@@ -184,11 +150,14 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let activity = Arc::new(ConnActivity::new());
+    let stream = ActivityIo::new(stream, activity.clone());
+    let info = |tls| ConnInfo::new(peer, local_port, tls, activity.clone());
     match &shared.tls {
-        None => serve_io(stream, peer, local_port, false, &shared, shutdown).await,
+        None => serve_io(stream, info(false), &shared, shutdown).await,
         Some(acceptor) => {
-            match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_io(tls, peer, local_port, true, &shared, shutdown).await,
+            match tokio::time::timeout(shared.head_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve_io(tls, info(true), &shared, shutdown).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -196,18 +165,13 @@ async fn serve_connection(
     }
 }
 
-async fn serve_io<S>(
-    io: S,
-    peer: SocketAddr,
-    local_port: u16,
-    tls: bool,
-    shared: &Shared,
-    shutdown: CancellationToken,
-) where
+async fn serve_io<S>(io: S, info: ConnInfo, shared: &Shared, shutdown: CancellationToken)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(ConnActivity::new());
-    let info = Arc::new(ConnInfo::new(peer, local_port, tls, activity.clone()));
+    let activity = info.activity.clone();
+    let peer = info.peer;
+    let info = Arc::new(info);
     let runtime = shared.runtime.clone();
     let role = shared.role;
     let service = service_fn(move |req| {
@@ -219,9 +183,20 @@ async fn serve_io<S>(
     tokio::pin!(conn);
     let mut closing = false;
     loop {
-        let idle_check = activity
-            .idle_deadline(shared.idle_timeout)
-            .unwrap_or_else(|| Instant::now() + shared.idle_timeout);
+        let wake_at =
+            match activity.verdict(Instant::now(), shared.head_timeout, shared.idle_timeout) {
+                Verdict::Wait(at) => at,
+                Verdict::AbortSlowHead => {
+                    tracing::debug!(%peer, "request head not received in time; closing");
+                    return;
+                }
+                Verdict::CloseIdle if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    Instant::now() + shared.idle_timeout
+                }
+                Verdict::CloseIdle => Instant::now() + shared.idle_timeout,
+            };
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -233,15 +208,7 @@ async fn serve_io<S>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = tokio::time::sleep_until(idle_check), if !closing => {
-                let idle = activity
-                    .idle_deadline(shared.idle_timeout)
-                    .is_some_and(|deadline| deadline <= Instant::now());
-                if idle {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
+            () = tokio::time::sleep_until(wake_at) => {}
         }
     }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use tokio::io::AsyncWriteExt;
+
 use crate::support::raw::{exchange, read_until_close, send};
 use crate::support::{client, error_body, service, TestGateway, Upstream};
 
@@ -115,6 +117,30 @@ async fn slow_request_heads_are_cut_off() {
         started.elapsed()
     );
     assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn keep_alive_connections_outlive_the_head_timeout_while_idle() {
+    let up = Upstream::ok().await;
+    let toml = format!(
+        "[server]\nkeepalive_idle_timeout = \"2s\"\nheader_read_timeout = \"200ms\"\n{}",
+        service("s", &[up.url()])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let mut stream = send(gw.addr, b"GET /api/s/1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let (first, closed) = read_until_close(&mut stream, Duration::from_millis(900)).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(
+        !closed,
+        "an idle keep-alive connection is not cut by the head timeout"
+    );
+    stream
+        .write_all(b"GET /api/s/2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (second, _) = read_until_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert_eq!(up.count(), 2);
 }
 
 #[tokio::test]

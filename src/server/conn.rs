@@ -1,0 +1,242 @@
+//! One client connection's clock: when it is busy, idle, or slowly sending a request head.
+//!
+//! hyper's own head-read timer also runs while a keep-alive connection waits for its next
+//! request, which would make the keep-alive idle timeout collapse into `header_read_timeout`
+//! (10 s instead of 60 s by default). So sluice turns hyper's timer off and keeps both rules
+//! here, checked by a watchdog in the connection's task:
+//!
+//! ```text
+//!   request in flight ────────────────────────────► busy: check again later
+//!   no request, no bytes since the last one ──────► idle: graceful close after keepalive_idle_timeout
+//!   no request, bytes arrived (a head started) ───► reading: abort once header_read_timeout has passed
+//! ```
+//!
+//! [`ActivityIo`] notes the first bytes of a new head on an idle connection (one clock read
+//! per request); the proxy marks requests started and finished. The watchdog wakes at least
+//! every `header_read_timeout` while idle, so a stalled head is cut between one and two
+//! `header_read_timeout`s after its first byte. HTTP/2 connections (known from their first
+//! request) are exempt from the head rule: their idle reads are PINGs and SETTINGS, not heads.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+#[derive(Debug)]
+pub struct ConnActivity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` when the last request finished (0: none yet).
+    last_idle_ms: AtomicU64,
+    /// Milliseconds after `opened`, plus one, when a new head's first bytes arrived while
+    /// idle; 0 when no head is being read.
+    head_started: AtomicU64,
+    http2: AtomicBool,
+}
+
+/// What the watchdog should do now, and when to look again.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Wait(Instant),
+    /// Idle for the whole keep-alive timeout: close once nothing is in flight.
+    CloseIdle,
+    /// A request head took longer than `header_read_timeout`: drop the connection.
+    AbortSlowHead,
+}
+
+/// A client stream that reports reads to its connection's [`ConnActivity`].
+pub struct ActivityIo<S> {
+    inner: S,
+    activity: Arc<ConnActivity>,
+}
+
+// === impl ConnActivity ===
+
+impl ConnActivity {
+    pub fn new() -> Self {
+        ConnActivity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_idle_ms: AtomicU64::new(0),
+            head_started: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+        }
+    }
+
+    pub fn request_started(&self, http2: bool) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn request_finished(&self) {
+        self.last_idle_ms
+            .store(self.millis_since_open(), Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn bytes_received(&self) {
+        let idle = self.in_flight.load(Ordering::Relaxed) == 0;
+        if idle
+            && self.head_started.load(Ordering::Relaxed) == 0
+            && !self.http2.load(Ordering::Relaxed)
+        {
+            self.head_started
+                .store(self.millis_since_open() + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn millis_since_open(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, millis: u64) -> Instant {
+        self.opened + Duration::from_millis(millis)
+    }
+
+    /// The watchdog's decision at `now`.
+    pub fn verdict(&self, now: Instant, head_timeout: Duration, idle_timeout: Duration) -> Verdict {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Verdict::Wait(now + idle_timeout);
+        }
+        let head_started = self.head_started.load(Ordering::Relaxed);
+        if head_started > 0 {
+            let deadline = self.at(head_started - 1) + head_timeout;
+            return if now >= deadline {
+                Verdict::AbortSlowHead
+            } else {
+                Verdict::Wait(deadline)
+            };
+        }
+        let deadline = self.at(self.last_idle_ms.load(Ordering::Relaxed)) + idle_timeout;
+        if now >= deadline {
+            Verdict::CloseIdle
+        } else {
+            Verdict::Wait(deadline.min(now + head_timeout))
+        }
+    }
+}
+
+impl Default for ConnActivity {
+    fn default() -> Self {
+        ConnActivity::new()
+    }
+}
+
+// === impl ActivityIo ===
+
+impl<S> ActivityIo<S> {
+    pub fn new(inner: S, activity: Arc<ConnActivity>) -> Self {
+        ActivityIo { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_received();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_closes_after_the_keepalive_timeout_not_the_head_timeout() {
+        let activity = ConnActivity::new();
+        activity.request_started(false);
+        activity.request_finished();
+        let start = Instant::now();
+        assert_eq!(
+            activity.verdict(start, HEAD, IDLE),
+            Verdict::Wait(start + HEAD)
+        );
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let now = Instant::now();
+        assert_eq!(activity.verdict(now, HEAD, IDLE), Verdict::Wait(now + HEAD));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(
+            activity.verdict(Instant::now(), HEAD, IDLE),
+            Verdict::CloseIdle
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_is_aborted_after_the_head_timeout() {
+        let activity = ConnActivity::new();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        activity.bytes_received();
+        let started = Instant::now();
+        assert_eq!(
+            activity.verdict(started, HEAD, IDLE),
+            Verdict::Wait(started + HEAD)
+        );
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(
+            activity.verdict(Instant::now(), HEAD, IDLE),
+            Verdict::AbortSlowHead
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_connections_and_http2_reads_are_left_alone() {
+        let activity = ConnActivity::new();
+        activity.request_started(true);
+        tokio::time::advance(Duration::from_secs(600)).await;
+        let now = Instant::now();
+        assert_eq!(activity.verdict(now, HEAD, IDLE), Verdict::Wait(now + IDLE));
+        activity.request_finished();
+        activity.bytes_received(); // a PING, not a head
+        let now = Instant::now();
+        assert_eq!(activity.verdict(now, HEAD, IDLE), Verdict::Wait(now + HEAD));
+    }
+}
