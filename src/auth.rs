@@ -1,6 +1,7 @@
 //! Bearer-token authentication, as the seeds did it: HS256 JWTs signed with `JWT_SECRET`
 //! (RFC 7519), the algorithm pinned so `alg: none` and HS/RS confusion fail (RFC 8725 §3.1),
-//! `exp` required and checked with a 60 s leeway. The verified identity goes upstream as
+//! `exp` required and `nbf` checked with a 60 s leeway, tokens with `crit` extensions refused
+//! (RFC 7515 §4.1.11). The verified identity goes upstream as
 //! headers (`sub` → `x-user-id` by default, Aegis's `userId` when `sub` is absent); a client's
 //! own copies of those headers are removed on every request, authenticated or not.
 //!
@@ -28,6 +29,7 @@ impl Auth {
     pub fn new(config: &AuthConfig) -> Auth {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 60;
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         Auth {
             required: config.required,
@@ -60,12 +62,11 @@ impl Auth {
         let token = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(bearer_token)
             .ok_or_else(|| unauthorized("a bearer token is required"))?;
+        if has_critical_extensions(token) {
+            return Err(unauthorized("the token has critical header extensions"));
+        }
         let key = self
             .key
             .as_ref()
@@ -75,6 +76,7 @@ impl Auth {
                 use jsonwebtoken::errors::ErrorKind as Jwt;
                 match e.kind() {
                     Jwt::ExpiredSignature => unauthorized("the token has expired"),
+                    Jwt::ImmatureSignature => unauthorized("the token is not valid yet"),
                     Jwt::InvalidSignature => unauthorized("the token signature is invalid"),
                     Jwt::InvalidAlgorithm => unauthorized("the token algorithm is not accepted"),
                     _ => unauthorized("the token is invalid"),
@@ -100,5 +102,53 @@ impl Auth {
                 headers.insert(header.clone(), value);
             }
         }
+    }
+}
+
+/// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// RFC 7515 §4.1.11: a `crit` header names extensions the recipient must understand. sluice
+/// understands none, so any `crit` means reject.
+fn has_critical_extensions(token: &str) -> bool {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
+        .is_some_and(|header| header.contains_key("crit"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+    }
+
+    #[test]
+    fn crit_headers_are_detected() {
+        // {"alg":"HS256","crit":["exp"]}
+        assert!(has_critical_extensions(
+            "eyJhbGciOiJIUzI1NiIsImNyaXQiOlsiZXhwIl19.e30.sig"
+        ));
+        // {"alg":"HS256","typ":"JWT"}
+        assert!(!has_critical_extensions(
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.sig"
+        ));
     }
 }

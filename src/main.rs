@@ -80,6 +80,10 @@ fn main() -> ExitCode {
                     Err(code) => return code,
                 },
             };
+            if let Some(bad) = claims.iter().find(|c| !c.contains('=')) {
+                eprintln!("sluice: --claim expects key=value, got {bad:?}");
+                return ExitCode::from(2);
+            }
             match sluice::token::mint(&secret, sub, ttl, claims) {
                 Ok(token) => {
                     println!("{token}");

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -32,7 +32,7 @@ use crate::observe::{Exchange, ExchangeStart};
 use crate::router::normalize_path;
 use crate::runtime::Runtime;
 use crate::server::{ConnActivity, Role};
-use body::{is_body_too_large, GatewayBody, RequestBody};
+use body::{caused_by, BodyTooLarge, ClientBodyError, GatewayBody, RequestBody};
 use headers::{Forwarded, X_REQUEST_ID};
 
 /// What the server knows about the connection a request came in on.
@@ -121,10 +121,16 @@ pub async fn handle(
             return refuse(error, Exchange::new(start, None, None), has_body);
         }
     };
-    let host = if rt.router.has_host_routes() {
-        request_host(&req)
-    } else {
-        None
+    // One authority per request, used for routing, X-Forwarded-Host and preserve_host alike.
+    let authority = match request_authority(&req) {
+        Ok(authority) => authority,
+        Err(error) => return refuse(error, Exchange::new(start, None, None), has_body),
+    };
+    let host = match &authority {
+        Some(authority) if rt.router.has_host_routes() => {
+            Some(authority.host().to_ascii_lowercase())
+        }
+        _ => None,
     };
     let routed = match rt.router.route(host.as_deref(), &path) {
         Ok(routed) => routed,
@@ -198,11 +204,7 @@ pub async fn handle(
     drop(path);
 
     let (mut parts, incoming) = req.into_parts();
-    let client_host = parts
-        .headers
-        .get(HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
+    let client_host = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let mut upstream_headers = std::mem::take(&mut parts.headers);
     headers::remove_hop_by_hop(&mut upstream_headers);
     // Route edits first: the headers the gateway owns (identity, forwarding, request id,
@@ -251,10 +253,17 @@ pub async fn handle(
     .await;
     let response = match sent {
         Ok(Ok(response)) => response,
-        Ok(Err(e)) if is_body_too_large(&e) => {
+        Ok(Err(e)) if caused_by::<BodyTooLarge>(&e) => {
             let error = GatewayError::client(
                 ErrorKind::PayloadTooLarge,
                 format!("request body exceeds {} bytes", rt.max_request_body),
+            );
+            return refuse(error, exchange, true);
+        }
+        Ok(Err(e)) if caused_by::<ClientBodyError>(&e) => {
+            let error = GatewayError::client(
+                ErrorKind::BadRequest,
+                "the request body could not be read (malformed chunked encoding?)",
             );
             return refuse(error, exchange, true);
         }
@@ -339,8 +348,10 @@ fn check_framing<B>(
     req: &Request<B>,
 ) -> Result<(), GatewayError> {
     let target_len = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    // "METHOD SP target SP HTTP/1.1 CRLF", each "name: value CRLF", the final CRLF.
     let size: usize = req.method().as_str().len()
         + target_len
+        + 13
         + headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
@@ -398,17 +409,26 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The request's host, lowercase and without port: the URI authority (HTTP/2, absolute-form)
-/// or the Host header.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(authority) => authority.host().to_owned(),
-        None => {
-            let host = req.headers().get(HOST)?.to_str().ok()?;
-            host.parse::<http::uri::Authority>().ok()?.host().to_owned()
-        }
-    };
-    Some(raw.to_ascii_lowercase())
+/// The authority the client asked for (RFC 9112 §3.2): the request target's, when it has one
+/// (absolute-form, or HTTP/2's `:authority`), which then overrides `Host`; else the single
+/// `Host` header. HTTP/1.1 requires exactly one valid `Host`.
+fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, GatewayError> {
+    let bad = |m: &'static str| GatewayError::client(ErrorKind::BadRequest, m);
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host header"));
+    }
+    if let Some(authority) = req.uri().authority() {
+        return Ok(Some(authority.clone()));
+    }
+    match host {
+        Some(value) => Authority::try_from(value.as_bytes())
+            .map(Some)
+            .map_err(|_| bad("the Host header is not a valid host")),
+        None if req.version() == Version::HTTP_11 => Err(bad("the Host header is required")),
+        None => Ok(None),
+    }
 }
 
 fn apply_header_ops(headers: &mut HeaderMap, ops: &HeaderOps) {

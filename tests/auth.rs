@@ -93,3 +93,37 @@ async fn ops_endpoints_stay_open_when_auth_is_required() {
         200
     );
 }
+
+#[tokio::test]
+async fn not_yet_valid_tokens_are_rejected_and_the_scheme_is_case_insensitive() {
+    let up = Upstream::ok().await;
+    let gw = gateway(&up).await;
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let early = sluice::token::mint(
+        SECRET,
+        "u1",
+        Duration::from_secs(7200),
+        &[format!("nbf={in_an_hour}")],
+    )
+    .unwrap();
+    let response = client()
+        .get(gw.url("/api/s/x"))
+        .bearer_auth(early)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(up.count(), 0);
+    let token = sluice::token::mint(SECRET, "u1", Duration::from_secs(60), &[]).unwrap();
+    let response = client()
+        .get(gw.url("/api/s/x"))
+        .header("authorization", format!("BEARER {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

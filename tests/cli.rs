@@ -190,6 +190,24 @@ fn token_mints_a_verifiable_hs256_token() {
     assert_eq!(ttl, 600);
 }
 
+#[test]
+fn token_usage_errors_exit_2() {
+    let output = sluice(&workdir())
+        .args([
+            "token",
+            "--sub",
+            "x",
+            "--secret",
+            &"s".repeat(32),
+            "--claim",
+            "novalue",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("key=value"));
+}
+
 #[tokio::test]
 async fn access_log_lines_carry_the_request_id_and_the_outcome() {
     let up = Upstream::ok().await;

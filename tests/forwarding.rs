@@ -196,6 +196,8 @@ async fn forwarded_headers_trust_only_configured_proxies() {
         .get(plain.url("/api/s/x"))
         .header("x-forwarded-for", "6.6.6.6")
         .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=6.6.6.6;host=evil")
+        .header("x-real-ip", "6.6.6.6")
         .send()
         .await
         .unwrap();
@@ -217,6 +219,14 @@ async fn forwarded_headers_trust_only_configured_proxies() {
     let seen = up.received();
     assert_eq!(seen[0].headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen[0].headers["x-forwarded-proto"], "http");
+    assert!(
+        seen[0].headers.get("forwarded").is_none(),
+        "a spoofed Forwarded is dropped"
+    );
+    assert!(
+        seen[0].headers.get("x-real-ip").is_none(),
+        "a spoofed X-Real-IP is dropped"
+    );
     assert_eq!(
         seen[0].headers["x-forwarded-port"],
         plain.addr.port().to_string()

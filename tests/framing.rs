@@ -100,3 +100,19 @@ async fn upstream_sees_exactly_one_framing_header() {
     assert!(seen.headers.get("transfer-encoding").is_none());
     assert_eq!(&seen.body[..], b"hello");
 }
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_the_clients_fault() {
+    let up = Upstream::ok().await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let request = "POST /api/s/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   ffffffffffffffffff\r\nhello\r\n0\r\n\r\n";
+    let (response, closed) = exchange(gw.addr, request.as_bytes(), WAIT).await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("\"error\":\"bad_request\""), "{response}");
+    assert!(closed);
+    assert!(
+        up.received().iter().all(|r| !r.body_complete),
+        "no complete body reached the upstream"
+    );
+}

@@ -137,6 +137,7 @@ async fn ambiguous_paths_are_refused_before_any_upstream_sees_them() {
         "/public/a\\..\\admin",
         "/api/users/./x",
         "/public/%zz",
+        "/public/..;/admin",
     ] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         let (response, _) = crate::support::raw::exchange(
@@ -197,4 +198,68 @@ async fn encoded_unreserved_characters_match_like_their_plain_form() {
     .await;
     assert!(response.starts_with("HTTP/1.1 405"), "{response}");
     assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn one_authority_per_request_for_routing_and_forwarding() {
+    let up = Upstream::ok().await;
+    let toml = format!(
+        r#"{}
+        [[routes]]
+        path = "/h"
+        host = "good.example"
+        service = "users"
+        preserve_host = true
+    "#,
+        service("users", &[up.url()])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    // Absolute-form: the target's authority overrides Host (RFC 9112 §3.2.2), everywhere.
+    let request =
+        "GET http://good.example/h/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n";
+    let (response, _) = crate::support::raw::exchange(
+        gw.addr,
+        request.as_bytes(),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = up.only();
+    assert_eq!(seen.headers["host"], "good.example");
+    assert_eq!(seen.headers["x-forwarded-host"], "good.example");
+}
+
+#[tokio::test]
+async fn http11_requests_need_exactly_one_host() {
+    let up = Upstream::ok().await;
+    let gw = TestGateway::start(&service("users", &[up.url()]), &[]).await;
+    for request in [
+        "GET /api/users/x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /api/users/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        "GET /api/users/x HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+    ] {
+        let (response, _) = crate::support::raw::exchange(
+            gw.addr,
+            request.as_bytes(),
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "{request:?}: {response}"
+        );
+        assert!(response.contains("\"error\":\"bad_request\""), "{response}");
+    }
+    assert_eq!(up.count(), 0);
+    // HTTP/1.0 may omit it.
+    let (response, _) = crate::support::raw::exchange(
+        gw.addr,
+        b"GET /api/users/x HTTP/1.0\r\n\r\n",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
 }

@@ -158,8 +158,7 @@ impl RawConfig {
         let mut raw = RawConfig::default();
         let mut errors = Vec::new();
         for (key, value) in table {
-            let mut fail =
-                |path: String, e: toml::de::Error| errors.push((path, e.message().to_owned()));
+            let mut fail = |path: String, message: String| errors.push((path, message));
             match key.as_str() {
                 "server" => read(value, &key, &mut fail, &mut raw.server),
                 "log" => read(value, &key, &mut fail, &mut raw.log),
@@ -168,19 +167,21 @@ impl RawConfig {
                 "cache" => read(value, &key, &mut fail, &mut raw.cache),
                 "websocket" => read(value, &key, &mut fail, &mut raw.websocket),
                 "pressure" => read(value, &key, &mut fail, &mut raw.pressure),
-                "tls" => match value.try_into() {
-                    Ok(tls) => raw.tls = Some(tls),
-                    Err(e) => fail(key.clone(), e),
-                },
+                "tls" => {
+                    let mut tls = None;
+                    read(value, &key, &mut fail, &mut tls);
+                    raw.tls = tls;
+                }
                 "services" => match value {
                     toml::Value::Table(services) => {
                         for (name, service) in services {
-                            match service.try_into::<RawService>() {
-                                Ok(parsed) => {
+                            let mut parsed: Option<RawService> = None;
+                            read(service, &format!("services.{name}"), &mut fail, &mut parsed);
+                            match parsed {
+                                Some(parsed) => {
                                     raw.services.insert(name, parsed);
                                 }
-                                Err(e) => {
-                                    fail(format!("services.{name}"), e);
+                                None => {
                                     raw.unreadable_services.insert(name);
                                 }
                             }
@@ -191,13 +192,9 @@ impl RawConfig {
                 "routes" => match value {
                     toml::Value::Array(routes) => {
                         for (i, route) in routes.into_iter().enumerate() {
-                            match route.try_into() {
-                                Ok(route) => raw.routes.push(Some(route)),
-                                Err(e) => {
-                                    fail(format!("routes[{i}]"), e);
-                                    raw.routes.push(None);
-                                }
-                            }
+                            let mut parsed = None;
+                            read(route, &format!("routes[{i}]"), &mut fail, &mut parsed);
+                            raw.routes.push(parsed);
                         }
                     }
                     _ => errors.push((
@@ -217,15 +214,24 @@ impl RawConfig {
     }
 }
 
+/// Deserialises one section, naming the offending key in the error (`server.shutdown_grace`).
 fn read<T: serde::de::DeserializeOwned>(
     value: toml::Value,
     path: &str,
-    fail: &mut impl FnMut(String, toml::de::Error),
+    fail: &mut impl FnMut(String, String),
     into: &mut T,
 ) {
-    match value.try_into() {
+    match serde_path_to_error::deserialize(value) {
         Ok(parsed) => *into = parsed,
-        Err(e) => fail(path.to_owned(), e),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner.is_empty() || inner == "." {
+                path.to_owned()
+            } else {
+                format!("{path}.{inner}")
+            };
+            fail(full, e.into_inner().message().to_owned());
+        }
     }
 }
 

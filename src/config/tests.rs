@@ -212,10 +212,10 @@ fn every_unknown_key_is_refused_by_its_path() {
         keys,
         vec![
             "logging",
-            "routes[1]",
+            "routes[1].servce",
             "routes[2].service",
-            "server",
-            "services.s"
+            "server.listen_port",
+            "services.s.timeout"
         ],
         "{errors:#?}"
     );
@@ -321,4 +321,32 @@ fn sizes_and_durations_parse_in_the_file() {
         config.services["s"].response_timeout,
         Duration::from_secs(2)
     );
+}
+
+#[test]
+fn bad_value_types_name_their_key_and_what_was_expected() {
+    let errors = errors_of(Some("[server]\nshutdown_grace = -5\n"), &[]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("server.shutdown_grace: "),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("negative"), "{errors:?}");
+    let errors = errors_of(Some("[server]\nmax_request_body = true\n"), &[]);
+    assert!(
+        errors[0].starts_with("server.max_request_body: "),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("expected a size"), "{errors:?}");
+}
+
+#[test]
+fn worker_threads_and_service_names_are_bounded() {
+    let errors = errors_of(Some("[server]\nworker_threads = 100000\n"), &[]);
+    assert!(
+        errors[0].starts_with("server.worker_threads: must be between 1 and 1024"),
+        "{errors:?}"
+    );
+    let errors = errors_of(None, &[("UPSTREAMS", r#"{"..":["http://127.0.0.1:1"]}"#)]);
+    assert!(errors[0].starts_with("services..."), "{errors:?}");
 }

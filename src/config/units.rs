@@ -10,19 +10,74 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// A size as written in TOML: a bare integer of bytes or a string with a unit.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawSize {
     Bytes(u64),
     Text(String),
 }
 
 /// A duration as written in TOML: a string with a unit (`"5s"`), or an integer of milliseconds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawDuration {
     Millis(u64),
     Text(String),
+}
+
+// Hand-written rather than `#[serde(untagged)]`, whose only error is "data did not match any
+// variant": an operator should read what was expected and what was found.
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(NumberOrText(
+                "a size like \"64KiB\" or a whole number of bytes",
+            ))
+            .map(|v| match v {
+                Either::Number(n) => RawSize::Bytes(n),
+                Either::Text(t) => RawSize::Text(t),
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(NumberOrText(
+                "a duration like \"250ms\" or \"30s\", or a whole number of milliseconds",
+            ))
+            .map(|v| match v {
+                Either::Number(n) => RawDuration::Millis(n),
+                Either::Text(t) => RawDuration::Text(t),
+            })
+    }
+}
+
+enum Either {
+    Number(u64),
+    Text(String),
+}
+
+struct NumberOrText(&'static str);
+
+impl serde::de::Visitor<'_> for NumberOrText {
+    type Value = Either;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Either, E> {
+        Ok(Either::Number(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Either, E> {
+        u64::try_from(v)
+            .map(Either::Number)
+            .map_err(|_| E::custom(format!("expected {}, got the negative number {v}", self.0)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Either, E> {
+        Ok(Either::Text(v.to_owned()))
+    }
 }
 
 impl RawSize {

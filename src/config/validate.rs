@@ -290,8 +290,13 @@ fn server(errors: &mut Errors, raw: &RawConfig, env: &Env) -> ServerConfig {
     if max_connections == 0 {
         errors.push("server.max_connections", "must be at least 1");
     }
-    if s.worker_threads == Some(0) {
-        errors.push("server.worker_threads", "must be at least 1");
+    if let Some(threads) = s.worker_threads {
+        if !(1..=1024).contains(&threads) {
+            errors.push(
+                "server.worker_threads",
+                format!("must be between 1 and 1024, got {threads}"),
+            );
+        }
     }
     ServerConfig {
         listen: SocketAddr::new(host, port),
@@ -762,6 +767,8 @@ fn parse_route_host(text: &str) -> Result<String, String> {
 
 fn check_service_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
+        && name != "."
+        && name != ".."
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));

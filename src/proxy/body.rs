@@ -33,6 +33,11 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
+/// Reading the client's body failed (malformed chunked encoding, or the client went away):
+/// the client's fault, not the upstream's.
+#[derive(Debug)]
+pub struct ClientBodyError(pub hyper::Error);
+
 /// An upstream response body was silent for longer than its idle timeout.
 #[derive(Debug)]
 pub struct BodyIdleTimeout(pub Duration);
@@ -98,7 +103,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
             None => Poll::Ready(None),
         }
     }
@@ -249,6 +254,18 @@ impl fmt::Display for BodyTooLarge {
 
 impl StdError for BodyTooLarge {}
 
+impl fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reading the client's request body failed: {}", self.0)
+    }
+}
+
+impl StdError for ClientBodyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.0)
+    }
+}
+
 impl fmt::Display for BodyIdleTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "upstream body idle for {:?}", self.0)
@@ -257,11 +274,12 @@ impl fmt::Display for BodyIdleTimeout {
 
 impl StdError for BodyIdleTimeout {}
 
-/// True when `error` (or anything in its source chain) is a [`BodyTooLarge`].
-pub fn is_body_too_large(error: &(dyn StdError + 'static)) -> bool {
+/// True when `error` (or anything in its source chain) is a `T`: how the proxy tells a
+/// failure of the client's body from a failure of the upstream.
+pub fn caused_by<T: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
-        if e.is::<BodyTooLarge>() {
+        if e.is::<T>() {
             return true;
         }
         current = e.source();

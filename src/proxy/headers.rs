@@ -4,7 +4,8 @@
 //!   `Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`) belong to one
 //!   connection and are removed both ways; `TE: trailers` alone is kept for gRPC-style upstreams.
 //! - `X-Forwarded-For/Proto/Host/Port` describe the client. A client's own values are believed
-//!   only when the peer is a configured trusted proxy; otherwise they are replaced.
+//!   only when the peer is a configured trusted proxy; otherwise they are replaced, and its
+//!   `Forwarded` and `X-Real-IP` headers are removed.
 //! - `x-request-id`: a client's value is kept when it is printable ASCII of at most 128 bytes,
 //!   otherwise replaced by a new UUID.
 //! - W3C `traceparent` (Trace Context §3.2): a valid one is forwarded, else a new one created.
@@ -21,6 +22,7 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -98,8 +100,14 @@ pub struct Forwarded<'a> {
     pub port: &'a HeaderValue,
 }
 
-/// Sets `X-Forwarded-*` on the upstream request.
+/// Sets `X-Forwarded-*` on the upstream request. A client's own `Forwarded` (RFC 7239) and
+/// `X-Real-IP` claims are dropped unless it is a trusted proxy: sluice speaks `X-Forwarded-*`,
+/// and an upstream reading the others must not be handed a spoofed address.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
+    if !fwd.peer_trusted {
+        headers.remove(http::header::FORWARDED);
+        headers.remove(X_REAL_IP);
+    }
     let prior = if fwd.peer_trusted {
         joined(headers, &X_FORWARDED_FOR)
     } else {

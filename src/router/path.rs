@@ -5,7 +5,8 @@
 //! Rules (RFC 3986 §6.2.2): percent-encoded unreserved characters are decoded (`%7E` → `~`,
 //! `%2e` → `.`), other percent-encodings are upper-cased, and runs of `/` collapse to one (an
 //! upstream that reads `//host/x` as a protocol-relative URL must never see one). Anything we
-//! would have to guess at is refused instead: dot-segments (`.`/`..`, also once decoded), an
+//! would have to guess at is refused instead: dot-segments (`.`/`..`, also once decoded, and
+//! `..;params` which servlet containers read as `..`), an
 //! encoded `/` or `\`, a raw `\`, NUL, and malformed percent-encoding. The query is not touched.
 
 use std::borrow::Cow;
@@ -52,10 +53,11 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     } else {
         Cow::Borrowed(raw)
     };
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
+    // `..;x` is `..` to servlet containers (path parameters), so it counts as one too.
+    if path.split('/').any(|segment| {
+        let name = segment.split(';').next().unwrap_or(segment);
+        name == "." || name == ".."
+    }) {
         return Err(PathError::DotSegment);
     }
     Ok(path)
@@ -147,6 +149,8 @@ mod tests {
             ("/a/../b", PathError::DotSegment),
             ("/a/./b", PathError::DotSegment),
             ("/a/..", PathError::DotSegment),
+            ("/users/..;/admin", PathError::DotSegment),
+            ("/a/.;x/b", PathError::DotSegment),
             ("/a/%2e%2e/b", PathError::DotSegment),
             ("/a/.%2E/b", PathError::DotSegment),
             ("/a/%2f/b", PathError::EncodedSeparator),
