@@ -236,21 +236,32 @@ pub async fn handle(
             upstream_headers.remove(HOST);
         }
     }
-    let mut upstream_req = Request::new(RequestBody::new(
-        incoming,
-        rt.max_request_body,
-        exchange.clone(),
-    ));
-    *upstream_req.method_mut() = parts.method;
-    *upstream_req.uri_mut() = uri;
-    *upstream_req.version_mut() = Version::HTTP_11;
-    *upstream_req.headers_mut() = upstream_headers;
-
-    let sent = tokio::time::timeout(
-        policy.response_timeout,
-        service.client.request(upstream_req),
-    )
-    .await;
+    // A bodiless idempotent request (RFC 9110 §9.2.2) that dies before any response, typically
+    // on a pooled keep-alive connection the upstream closed as we reused it, is sent once more,
+    // on a new connection.
+    // Retries across endpoints, with bodies and under a budget, arrive with issue #3.
+    let replay = (parts.method.is_idempotent() && incoming.is_end_stream())
+        .then(|| (parts.method.clone(), uri.clone(), upstream_headers.clone()));
+    let upstream_req = upstream_request(
+        parts.method,
+        uri,
+        upstream_headers,
+        RequestBody::new(incoming, rt.max_request_body, exchange.clone()),
+    );
+    let deadline = Instant::now() + policy.response_timeout;
+    let mut sent = tokio::time::timeout_at(deadline, service.client.request(upstream_req)).await;
+    if let (Some((method, uri, headers)), Ok(Err(e))) = (replay, &sent) {
+        if !e.is_connect() {
+            tracing::debug!(
+                request_id = exchange.request_id.to_str().unwrap_or_default(),
+                error = %error_chain(e),
+                "upstream closed before responding; sending the request once more"
+            );
+            let again =
+                upstream_request(method, uri, headers, RequestBody::empty(exchange.clone()));
+            sent = tokio::time::timeout_at(deadline, service.fresh_client.request(again)).await;
+        }
+    }
     let response = match sent {
         Ok(Ok(response)) => response,
         Ok(Err(e)) if caused_by::<BodyTooLarge>(&e) => {
@@ -317,6 +328,20 @@ pub async fn handle(
     exchange.set_status(parts.status.as_u16());
     let body = GatewayBody::upstream(upstream_body, policy.idle_timeout).with_exchange(exchange);
     Response::from_parts(parts, body)
+}
+
+fn upstream_request(
+    method: http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    request
 }
 
 /// A gateway-made error answer, logged under the request's exchange.

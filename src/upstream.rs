@@ -18,6 +18,8 @@ pub struct Service {
     pub name: Arc<str>,
     pub endpoints: Vec<Endpoint>,
     pub client: UpstreamClient,
+    /// Unpooled: a new connection per request, for replays.
+    pub fresh_client: UpstreamClient,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
     pub preserve_host: bool,
@@ -57,7 +59,8 @@ impl Service {
         };
         Ok(Service {
             name: Arc::from(config.name.as_str()),
-            client: client::build(config.connect_timeout)?,
+            client: client::build(config.connect_timeout, true)?,
+            fresh_client: client::build(config.connect_timeout, false)?,
             endpoints,
             response_timeout: config.response_timeout,
             idle_timeout: config.idle_timeout,

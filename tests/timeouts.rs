@@ -105,3 +105,31 @@ async fn a_body_that_goes_idle_is_cut() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn idempotent_requests_survive_an_upstream_that_closes_keep_alive_connections() {
+    let addr = crate::support::raw::one_shot_upstream().await;
+    let gw = TestGateway::start(&service("s", &[format!("http://{addr}")]), &[]).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let url = gw.url("/api/s/x");
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut failures = 0;
+            for _ in 0..50 {
+                if c.get(&url).send().await.unwrap().status() != 200 {
+                    failures += 1;
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = 0;
+    for task in tasks {
+        failures += task.await.unwrap();
+    }
+    assert_eq!(
+        failures, 0,
+        "GETs failed on reused dead connections: {failures} of 400"
+    );
+}

@@ -44,7 +44,8 @@ pub struct BodyIdleTimeout(pub Duration);
 
 /// The client's body on its way upstream.
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None` for a request sent again without a body (see the proxy's replay).
+    inner: Option<Incoming>,
     received: u64,
     limit: u64,
     exchange: Arc<Exchange>,
@@ -72,9 +73,19 @@ enum Kind {
 impl RequestBody {
     pub fn new(inner: Incoming, limit: u64, exchange: Arc<Exchange>) -> Self {
         RequestBody {
-            inner,
+            inner: Some(inner),
             received: 0,
             limit,
+            exchange,
+        }
+    }
+
+    /// A body that is empty from the start.
+    pub fn empty(exchange: Arc<Exchange>) -> Self {
+        RequestBody {
+            inner: None,
+            received: 0,
+            limit: 0,
             exchange,
         }
     }
@@ -89,7 +100,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
@@ -109,11 +123,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 

@@ -19,7 +19,10 @@ pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 /// upstream keep-alive timeouts would be better, but most servers keep 2 minutes or more).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-pub fn build(connect_timeout: Duration) -> Result<UpstreamClient, String> {
+/// A client with a connection pool, or (`pooled = false`) one that opens a new connection for
+/// every request: the proxy's replay of a request that died on a pooled connection must not
+/// land on another one about to die.
+pub fn build(connect_timeout: Duration, pooled: bool) -> Result<UpstreamClient, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
@@ -32,7 +35,11 @@ pub fn build(connect_timeout: Duration) -> Result<UpstreamClient, String> {
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    if !pooled {
+        builder.pool_max_idle_per_host(0);
+    }
+    Ok(builder
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
