@@ -49,7 +49,8 @@ pub struct RoutePolicy {
 pub struct Router {
     config_routes: HashMap<String, Vec<Arc<RoutePolicy>>>,
     service_routes: matchit::Router<()>,
-    service_policies: HashMap<String, Arc<RoutePolicy>>,
+    /// A B-tree, not a hash map: for a handful of names a few comparisons beat SipHash.
+    service_policies: BTreeMap<String, Arc<RoutePolicy>>,
 }
 
 /// A routing decision.
