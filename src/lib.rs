@@ -156,11 +156,13 @@ pub fn run_with(
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
+    // The log guard is declared first so it is dropped last, after the runtime: lines logged
+    // by connections that end during the runtime's shutdown are still flushed.
+    let _log_guard = observe::init_logging(config.log.level)?;
     let tokio = builder
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let _log_guard = observe::init_logging(config.log.level)?;
     tokio.block_on(async move {
         let gateway = Gateway::bind(config).await.map_err(|e| e.to_string())?;
         before_serve(&gateway)?;

@@ -8,7 +8,9 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+
 use std::sync::{Arc, OnceLock};
+use tokio::sync::Notify;
 
 use http::{HeaderValue, Method, Uri};
 use tokio::time::Instant;
@@ -16,7 +18,7 @@ use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogLevel;
-use crate::server::ConnActivity;
+use crate::server::InFlight;
 
 /// Installs the JSON subscriber. Keep the guard alive until exit: dropping it flushes the log.
 pub fn init_logging(level: LogLevel) -> Result<WorkerGuard, String> {
@@ -53,8 +55,12 @@ pub struct Exchange {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     completed: AtomicBool,
+    /// Set (and waiters woken) once the request body has been sent upstream in full.
+    request_body_done: AtomicBool,
+    request_body_sent: Notify,
     access_log: bool,
-    conn: Option<Arc<ConnActivity>>,
+    /// Dropped with the exchange: the connection then counts one request fewer in flight.
+    _in_flight: Option<InFlight>,
 }
 
 /// What `Exchange::new` needs to know up front.
@@ -65,7 +71,7 @@ pub struct ExchangeStart {
     pub client: IpAddr,
     pub started: Instant,
     pub access_log: bool,
-    pub conn: Option<Arc<ConnActivity>>,
+    pub in_flight: Option<InFlight>,
 }
 
 impl Exchange {
@@ -87,8 +93,10 @@ impl Exchange {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             completed: AtomicBool::new(false),
+            request_body_done: AtomicBool::new(false),
+            request_body_sent: Notify::new(),
             access_log: start.access_log,
-            conn: start.conn,
+            _in_flight: start.in_flight,
         })
     }
 
@@ -108,6 +116,25 @@ impl Exchange {
         self.bytes_out.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The request body has been sent upstream in full (or failed): wake the response timer.
+    pub fn request_body_done(&self) {
+        if !self.request_body_done.swap(true, Ordering::AcqRel) {
+            self.request_body_sent.notify_waiters();
+        }
+    }
+
+    /// Resolves once [`Exchange::request_body_done`] has been called.
+    pub async fn request_body_sent(&self) {
+        loop {
+            // Registered before the check, so a notification in between is not missed.
+            let notified = self.request_body_sent.notified();
+            if self.request_body_done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// The response body reached its end (as opposed to being dropped by a client that left).
     pub fn mark_completed(&self) {
         self.completed.store(true, Ordering::Relaxed);
@@ -116,9 +143,6 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        if let Some(conn) = &self.conn {
-            conn.request_finished();
-        }
         if !self.access_log {
             return;
         }

@@ -15,6 +15,7 @@
 pub mod body;
 pub mod client;
 pub mod headers;
+mod idle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use crate::observe::{Exchange, ExchangeStart};
 use crate::router::normalize_path;
 use crate::runtime::Runtime;
 use crate::server::{ConnActivity, Role};
-use body::{caused_by, BodyTooLarge, ClientBodyError, GatewayBody, RequestBody};
+use body::{caused_by, BodyIdleTimeout, BodyTooLarge, ClientBodyError, GatewayBody, RequestBody};
 use headers::{Forwarded, X_REQUEST_ID};
 
 /// What the server knows about the connection a request came in on.
@@ -49,7 +50,7 @@ pub struct ConnInfo {
 impl ConnInfo {
     pub fn new(peer: SocketAddr, local_port: u16, tls: bool, activity: Arc<ConnActivity>) -> Self {
         ConnInfo {
-            peer_header: HeaderValue::from_str(&peer.ip().to_string())
+            peer_header: HeaderValue::from_str(&headers::canonical(peer.ip()).to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
             port_header: HeaderValue::from(local_port),
             peer,
@@ -67,8 +68,6 @@ pub async fn handle(
     conn: &ConnInfo,
     role: Role,
 ) -> Response<GatewayBody> {
-    conn.activity
-        .request_started(req.version() == Version::HTTP_2);
     let request_id = headers::request_id(req.headers());
     let peer_trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
     let start = ExchangeStart {
@@ -83,7 +82,7 @@ pub async fn handle(
         ),
         started: Instant::now(),
         access_log: rt.access_log,
-        conn: Some(conn.activity.clone()),
+        in_flight: Some(conn.activity.begin(req.version() == Version::HTTP_2)),
     };
     let has_body = !req.body().is_end_stream();
     if role == Role::Admin || !rt.admin_separate {
@@ -242,14 +241,39 @@ pub async fn handle(
     // Retries across endpoints, with bodies and under a budget, arrive with issue #3.
     let replay = (parts.method.is_idempotent() && incoming.is_end_stream())
         .then(|| (parts.method.clone(), uri.clone(), upstream_headers.clone()));
+    if !incoming.is_end_stream() && incoming.size_hint().exact().is_none() {
+        // The client's own Transfer-Encoding went with the hop-by-hop headers. Say it again:
+        // without it hyper would send a GET or HEAD with no body at all.
+        upstream_headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
     let upstream_req = upstream_request(
         parts.method,
         uri,
         upstream_headers,
-        RequestBody::new(incoming, rt.max_request_body, exchange.clone()),
+        RequestBody::new(
+            incoming,
+            rt.max_request_body,
+            policy.idle_timeout,
+            exchange.clone(),
+        ),
     );
+    // The response timeout measures the upstream, not the client's upload: with a body it
+    // starts once the body has been sent (a stalled upload is the body's idle timeout's job).
     let deadline = Instant::now() + policy.response_timeout;
-    let mut sent = tokio::time::timeout_at(deadline, service.client.request(upstream_req)).await;
+    let mut sent = if has_body {
+        let upload_then_wait = async {
+            exchange.request_body_sent().await;
+            tokio::time::sleep(policy.response_timeout).await;
+        };
+        tokio::select! {
+            sent = service.client.request(upstream_req) => Ok(sent),
+            () = upload_then_wait => Err(()),
+        }
+    } else {
+        tokio::time::timeout_at(deadline, service.client.request(upstream_req))
+            .await
+            .map_err(|_| ())
+    };
     if let (Some((method, uri, headers)), Ok(Err(e))) = (replay, &sent) {
         if !e.is_connect() {
             tracing::debug!(
@@ -259,7 +283,9 @@ pub async fn handle(
             );
             let again =
                 upstream_request(method, uri, headers, RequestBody::empty(exchange.clone()));
-            sent = tokio::time::timeout_at(deadline, service.fresh_client.request(again)).await;
+            sent = tokio::time::timeout_at(deadline, service.fresh_client.request(again))
+                .await
+                .map_err(|_| ());
         }
     }
     let response = match sent {
@@ -268,6 +294,13 @@ pub async fn handle(
             let error = GatewayError::client(
                 ErrorKind::PayloadTooLarge,
                 format!("request body exceeds {} bytes", rt.max_request_body),
+            );
+            return refuse(error, exchange, true);
+        }
+        Ok(Err(e)) if caused_by::<BodyIdleTimeout>(&e) => {
+            let error = GatewayError::client(
+                ErrorKind::RequestTimeout,
+                format!("the request body stalled for {:?}", policy.idle_timeout),
             );
             return refuse(error, exchange, true);
         }

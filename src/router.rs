@@ -51,6 +51,7 @@ pub struct Router {
     service_routes: matchit::Router<()>,
     /// A B-tree, not a hash map: for a handful of names a few comparisons beat SipHash.
     service_policies: BTreeMap<String, Arc<RoutePolicy>>,
+    has_host_routes: bool,
 }
 
 /// A routing decision.
@@ -134,10 +135,12 @@ impl Router {
                 (name.clone(), Arc::new(policy))
             })
             .collect();
+        let has_host_routes = config_routes.values().flatten().any(|p| p.host.is_some());
         Ok(Router {
             config_routes,
             service_routes,
             service_policies,
+            has_host_routes,
         })
     }
 
@@ -177,7 +180,9 @@ impl Router {
         let mut key = path;
         loop {
             if let Some(candidates) = self.config_routes.get(key) {
-                let whole_path = key.len() == path.len();
+                // An exact route also takes its path with one trailing slash.
+                let whole_path =
+                    key.len() == path.len() || (path.len() == key.len() + 1 && path.ends_with('/'));
                 let found = candidates.iter().find(|policy| {
                     let host_ok = policy.host.is_none() || policy.host.as_deref() == host;
                     let kind_ok = policy.match_kind == MatchKind::Prefix || whole_path;
@@ -200,10 +205,7 @@ impl Router {
     /// Whether any config route is restricted to a host (so the proxy knows whether it needs
     /// to work out the request's host at all).
     pub fn has_host_routes(&self) -> bool {
-        self.config_routes
-            .values()
-            .flatten()
-            .any(|p| p.host.is_some())
+        self.has_host_routes
     }
 
     /// Every config route label, for startup output.
@@ -249,9 +251,9 @@ impl RoutePolicy {
         } else {
             format!("/{rewritten}")
         };
-        normalize_path(&rewritten)
+        let normalized = normalize_path(&rewritten)
             .map_err(|e| GatewayError::client(ErrorKind::BadRequest, format!("rewritten {e}")))?;
-        Ok(Cow::Owned(rewritten))
+        Ok(Cow::Owned(normalized.into_owned()))
     }
 }
 

@@ -31,8 +31,8 @@ use tokio_util::task::TaskTracker;
 
 mod conn;
 
-pub use conn::ConnActivity;
 use conn::{ActivityIo, Verdict};
+pub use conn::{ConnActivity, InFlight};
 
 use crate::config::ServerConfig;
 use crate::proxy::{self, ConnInfo};
@@ -55,6 +55,8 @@ struct Shared {
     head_timeout: Duration,
     idle_timeout: Duration,
     role: Role,
+    /// Cancelled when the shutdown grace period is over: remaining connections are dropped.
+    hard_stop: CancellationToken,
 }
 
 // === serving ===
@@ -76,6 +78,7 @@ pub async fn serve(
         head_timeout: config.header_read_timeout,
         idle_timeout: config.keepalive_idle_timeout,
         role,
+        hard_stop: CancellationToken::new(),
     });
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let tracker = TaskTracker::new();
@@ -116,6 +119,9 @@ pub async fn serve(
             open = tracker.len(),
             "shutdown grace period over; closing remaining connections"
         );
+        shared.hard_stop.cancel();
+        // Dropping a connection is immediate; this only lets the tasks observe it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     }
 }
 
@@ -129,8 +135,6 @@ fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         // Off: its timer also runs between keep-alive requests; see `conn` for ours.
         .header_read_timeout(None)
-        // hyper counts headers too; tie that cap to the byte limit so ours answers first.
-        .max_headers((config.max_header_bytes / 16).max(100))
         .max_buf_size(buffer)
         .writev(false)
         .keep_alive(true);
@@ -208,6 +212,7 @@ where
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+            () = shared.hard_stop.cancelled() => return,
             () = tokio::time::sleep_until(wake_at) => {}
         }
     }

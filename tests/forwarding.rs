@@ -435,3 +435,23 @@ async fn an_unasked_protocol_switch_from_the_upstream_is_502() {
     assert_eq!(response.status(), 502);
     crate::support::error_body(response, "upstream_unavailable").await;
 }
+
+#[tokio::test]
+async fn a_chunked_get_body_keeps_its_framing() {
+    let up = Upstream::start(|_| Reply::ok("").body(ReplyBody::Echo)).await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let chunks = futures_util::stream::iter(
+        ["{\"query\":", "\"all\"}"].map(|c| Ok::<_, std::io::Error>(Bytes::from(c))),
+    );
+    let response = client()
+        .get(gw.url("/api/s/_search"))
+        // hyper (under reqwest) sends a GET of unknown length bodiless unless told otherwise.
+        .header("transfer-encoding", "chunked")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    assert_eq!(text, "{\"query\":\"all\"}");
+    assert_eq!(up.only().headers["transfer-encoding"], "chunked");
+}

@@ -81,6 +81,10 @@ async fn config_routes_forward_the_full_path_and_enforce_methods() {
     error_body(response, "method_not_allowed").await;
     assert_eq!(c.get(gw.url("/status")).send().await.unwrap().status(), 200);
     assert_eq!(
+        c.get(gw.url("/status/")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
         c.get(gw.url("/status/x")).send().await.unwrap().status(),
         404
     );
@@ -90,7 +94,7 @@ async fn config_routes_forward_the_full_path_and_enforce_methods() {
         .iter()
         .map(|r| r.uri.path().to_owned())
         .collect();
-    assert_eq!(paths, vec!["/users/7", "/users", "/status"]);
+    assert_eq!(paths, vec!["/users/7", "/users", "/status", "/status/"]);
 }
 
 #[tokio::test]
@@ -138,6 +142,7 @@ async fn ambiguous_paths_are_refused_before_any_upstream_sees_them() {
         "/api/users/./x",
         "/public/%zz",
         "/public/..;/admin",
+        "/public;x/admin",
     ] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         let (response, _) = crate::support::raw::exchange(

@@ -133,3 +133,56 @@ async fn idempotent_requests_survive_an_upstream_that_closes_keep_alive_connecti
         "GETs failed on reused dead connections: {failures} of 400"
     );
 }
+
+#[tokio::test]
+async fn a_slow_upload_is_not_cut_by_the_response_timeout() {
+    let up = Upstream::start(|r| Reply::ok(&r.body_len.to_string())).await;
+    let toml = format!(
+        "{}response_timeout = \"300ms\"\nidle_timeout = \"2s\"\n",
+        service("s", &[up.url()])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let chunks = futures_util::stream::unfold(0, |i| async move {
+        if i == 6 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Some((
+            Ok::<_, std::io::Error>(Bytes::from(vec![b'u'; 1000])),
+            i + 1,
+        ))
+    });
+    let response = client()
+        .post(gw.url("/api/s/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "a 900 ms upload outlives a 300 ms response timeout"
+    );
+    assert_eq!(response.text().await.unwrap(), "6000");
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_cut_with_408() {
+    let up = Upstream::ok().await;
+    let toml = format!("{}idle_timeout = \"300ms\"\n", service("s", &[up.url()]));
+    let gw = TestGateway::start(&toml, &[]).await;
+    let mut stream = crate::support::raw::send(
+        gw.addr,
+        b"POST /api/s/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly-part",
+    )
+    .await;
+    let (response, closed) =
+        crate::support::raw::read_until_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        response.contains("\"error\":\"request_timeout\""),
+        "{response}"
+    );
+    assert!(closed);
+    assert!(up.received().iter().all(|r| !r.body_complete));
+}

@@ -350,3 +350,35 @@ fn worker_threads_and_service_names_are_bounded() {
     let errors = errors_of(None, &[("UPSTREAMS", r#"{"..":["http://127.0.0.1:1"]}"#)]);
     assert!(errors[0].starts_with("services..."), "{errors:?}");
 }
+
+#[test]
+fn route_header_edits_cannot_touch_framing() {
+    let toml = r#"
+        [services.s]
+        upstreams = ["http://127.0.0.1:1"]
+        [[routes]]
+        path = "/a"
+        service = "s"
+        response_headers = { set = { "content-length" = "5" }, remove = ["transfer-encoding"] }
+    "#;
+    let errors = errors_of(Some(toml), &[]);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors.iter().all(|e| e.contains("managed by the gateway")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn empty_upstream_lists_and_unbounded_sizes_are_refused() {
+    let errors = errors_of(None, &[("UPSTREAMS", r#"{"users":[]}"#)]);
+    assert_eq!(
+        errors,
+        vec!["UPSTREAMS.users: needs at least one upstream URL"]
+    );
+    let errors = errors_of(
+        Some("[server]\nmax_header_bytes = \"1GiB\"\nmax_connections = 99999999\n"),
+        &[],
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}

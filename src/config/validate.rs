@@ -280,15 +280,18 @@ fn server(errors: &mut Errors, raw: &RawConfig, env: &Env) -> ServerConfig {
             .unwrap_or(default)
     };
     let max_header_bytes = size(errors, "max_header_bytes", &s.max_header_bytes, 16 * 1024);
-    if max_header_bytes < 1024 {
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
         errors.push(
             "server.max_header_bytes",
-            format!("must be at least 1KiB, got {max_header_bytes} bytes"),
+            format!("must be between 1KiB and 1MiB, got {max_header_bytes} bytes"),
         );
     }
     let max_connections = s.max_connections.unwrap_or(10_000);
-    if max_connections == 0 {
-        errors.push("server.max_connections", "must be at least 1");
+    if !(1..=1_000_000).contains(&max_connections) {
+        errors.push(
+            "server.max_connections",
+            format!("must be between 1 and 1000000, got {max_connections}"),
+        );
     }
     if let Some(threads) = s.worker_threads {
         if !(1..=1024).contains(&threads) {
@@ -462,13 +465,18 @@ fn services(
                 .collect(),
         };
         let from_env = env_upstreams.contains_key(name);
-        if upstreams.is_empty() && (from_env || !file.upstreams.is_empty()) {
-            // Each bad URL was reported already.
-        } else if upstreams.is_empty() {
-            errors.push(
-                format!("{path}.upstreams"),
-                "needs at least one upstream URL",
-            );
+        let listed = match env_upstreams.get(name) {
+            Some(urls) => urls.len(),
+            None => file.upstreams.len(),
+        };
+        // An empty list is an error of its own; a list of bad URLs was reported URL by URL.
+        if listed == 0 {
+            let key = if from_env {
+                format!("UPSTREAMS.{name}")
+            } else {
+                format!("{path}.upstreams")
+            };
+            errors.push(key, "needs at least one upstream URL");
         }
         let duration = |errors: &mut Errors, key: &str, value: &Option<RawDuration>, default| {
             value
@@ -635,7 +643,7 @@ fn header_ops(errors: &mut Errors, path: &str, raw: &Option<RawHeaderOps>) -> He
         .iter()
         .filter_map(|(name, value)| {
             let key = format!("{path}.set.{name}");
-            let name = errors.check(&key, parse_header_name(name))?;
+            let name = errors.check(&key, parse_header_name(name).and_then(editable_header))?;
             let value = errors.check(
                 &key,
                 HeaderValue::from_str(value).map_err(|_| format!("invalid header value {value:?}")),
@@ -648,7 +656,10 @@ fn header_ops(errors: &mut Errors, path: &str, raw: &Option<RawHeaderOps>) -> He
         .iter()
         .enumerate()
         .filter_map(|(i, name)| {
-            errors.check(&format!("{path}.remove[{i}]"), parse_header_name(name))
+            errors.check(
+                &format!("{path}.remove[{i}]"),
+                parse_header_name(name).and_then(editable_header),
+            )
         })
         .collect();
     HeaderOps { set, remove }
@@ -848,6 +859,29 @@ fn parse_method(text: &str) -> Result<Method, String> {
 fn parse_header_name(text: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(text.trim().as_bytes())
         .map_err(|_| format!("invalid header name {text:?}"))
+}
+
+/// Route header edits may not touch framing or connection management: a configured
+/// `content-length` or `transfer-encoding` would desynchronise the client's connection.
+fn editable_header(name: HeaderName) -> Result<HeaderName, String> {
+    const RESERVED: &[&str] = &[
+        "connection",
+        "content-length",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    if RESERVED.contains(&name.as_str()) {
+        Err(format!(
+            "{name} is managed by the gateway and cannot be edited (use preserve_host for Host)"
+        ))
+    } else {
+        Ok(name)
+    }
 }
 
 fn parse_positive(text: &str) -> Result<u64, String> {

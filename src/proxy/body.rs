@@ -1,8 +1,10 @@
 //! Body wrappers for the proxy path. Nothing here buffers: each frame is passed on as it
 //! arrives, and counted on the way.
 //!
-//! - [`RequestBody`] carries the client's body to the upstream and enforces
-//!   `max_request_body` while streaming (a chunked upload is cut at the limit and answered 413).
+//! - [`RequestBody`] carries the client's body to the upstream. It enforces
+//!   `max_request_body` while streaming (a chunked upload is cut at the limit and answered
+//!   413), cuts an upload that stalls for longer than the route's idle timeout, and tells the
+//!   request's [`Exchange`] when it has been sent in full: the response timeout starts then.
 //! - [`GatewayBody`] is every response body sluice sends: a small fixed body it made itself,
 //!   or the upstream's stream with an idle timeout (a stream that goes silent longer than
 //!   `idle_timeout` is cut; one that keeps flowing is never cut, however long it runs).
@@ -12,17 +14,16 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
 
+use super::idle::IdleTimer;
 use crate::observe::Exchange;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -38,7 +39,7 @@ pub struct BodyTooLarge {
 #[derive(Debug)]
 pub struct ClientBodyError(pub hyper::Error);
 
-/// An upstream response body was silent for longer than its idle timeout.
+/// A body was silent for longer than its idle timeout.
 #[derive(Debug)]
 pub struct BodyIdleTimeout(pub Duration);
 
@@ -48,6 +49,7 @@ pub struct RequestBody {
     inner: Option<Incoming>,
     received: u64,
     limit: u64,
+    idle: IdleTimer,
     exchange: Arc<Exchange>,
 }
 
@@ -59,35 +61,45 @@ pub struct GatewayBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream {
-        inner: Incoming,
-        idle_timeout: Duration,
-        /// Created the first time the stream is pending; reset when frames flowed since.
-        idle: Option<Pin<Box<Sleep>>>,
-        progressed: bool,
-    },
+    Upstream { inner: Incoming, idle: IdleTimer },
 }
 
 // === impl RequestBody ===
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: u64, exchange: Arc<Exchange>) -> Self {
+    pub fn new(
+        inner: Incoming,
+        limit: u64,
+        idle_timeout: Duration,
+        exchange: Arc<Exchange>,
+    ) -> Self {
+        if inner.is_end_stream() {
+            exchange.request_body_done();
+        }
         RequestBody {
             inner: Some(inner),
             received: 0,
             limit,
+            idle: IdleTimer::new(idle_timeout),
             exchange,
         }
     }
 
     /// A body that is empty from the start.
     pub fn empty(exchange: Arc<Exchange>) -> Self {
+        exchange.request_body_done();
         RequestBody {
             inner: None,
             received: 0,
             limit: 0,
+            idle: IdleTimer::new(Duration::MAX),
             exchange,
         }
+    }
+
+    fn fail(&self, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.exchange.request_body_done();
+        Poll::Ready(Some(Err(error)))
     }
 }
 
@@ -103,22 +115,32 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(Pin::new(inner).poll_frame(cx)) {
-            Some(Ok(frame)) => {
+        match Pin::new(&mut *inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle.progress();
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     this.received += n;
                     this.exchange.add_bytes_in(n);
                     if this.received > this.limit {
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
-                            limit: this.limit,
-                        }))));
+                        return this.fail(Box::new(BodyTooLarge { limit: this.limit }));
                     }
+                }
+                if inner.is_end_stream() {
+                    this.exchange.request_body_done();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
-            None => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => this.fail(Box::new(ClientBodyError(e))),
+            Poll::Ready(None) => {
+                this.exchange.request_body_done();
+                Poll::Ready(None)
+            }
+            Poll::Pending if this.idle.poll_expired(cx) => {
+                let timeout = this.idle.timeout();
+                this.fail(Box::new(BodyIdleTimeout(timeout)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -154,9 +176,7 @@ impl GatewayBody {
         GatewayBody {
             kind: Kind::Upstream {
                 inner,
-                idle_timeout,
-                idle: None,
-                progressed: false,
+                idle: IdleTimer::new(idle_timeout),
             },
             exchange: None,
         }
@@ -195,33 +215,18 @@ impl Body for GatewayBody {
         let this = &mut *self;
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream {
-                inner,
-                idle_timeout,
-                idle,
-                progressed,
-            } => match Pin::new(inner).poll_frame(cx) {
+            Kind::Upstream { inner, idle } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    *progressed = true;
+                    idle.progress();
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BoxError::from(e)))),
                 Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => {
-                    let deadline = Instant::now() + *idle_timeout;
-                    let sleep =
-                        idle.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                    if std::mem::take(progressed) {
-                        sleep.as_mut().reset(deadline);
-                    }
-                    match sleep.as_mut().poll(cx) {
-                        Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(
-                            *idle_timeout,
-                        ))
-                            as BoxError))),
-                        Poll::Pending => Poll::Pending,
-                    }
+                Poll::Pending if idle.poll_expired(cx) => {
+                    let error: BoxError = Box::new(BodyIdleTimeout(idle.timeout()));
+                    Poll::Ready(Some(Err(error)))
                 }
+                Poll::Pending => Poll::Pending,
             },
         };
         match &polled {
@@ -284,7 +289,7 @@ impl StdError for ClientBodyError {
 
 impl fmt::Display for BodyIdleTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "upstream body idle for {:?}", self.0)
+        write!(f, "body idle for {:?}", self.0)
     }
 }
 

@@ -5,8 +5,9 @@
 //! Rules (RFC 3986 §6.2.2): percent-encoded unreserved characters are decoded (`%7E` → `~`,
 //! `%2e` → `.`), other percent-encodings are upper-cased, and runs of `/` collapse to one (an
 //! upstream that reads `//host/x` as a protocol-relative URL must never see one). Anything we
-//! would have to guess at is refused instead: dot-segments (`.`/`..`, also once decoded, and
-//! `..;params` which servlet containers read as `..`), an
+//! would have to guess at is refused instead: dot-segments (`.`/`..`, also once decoded), path
+//! parameters (`;`, which servlet containers strip from segments: `/users;x/7` is `/users/7`
+//! to them), an
 //! encoded `/` or `\`, a raw `\`, NUL, and malformed percent-encoding. The query is not touched.
 
 use std::borrow::Cow;
@@ -20,6 +21,7 @@ pub enum PathError {
     Backslash,
     Nul,
     BadPercentEncoding,
+    PathParameter,
 }
 
 impl fmt::Display for PathError {
@@ -30,6 +32,7 @@ impl fmt::Display for PathError {
             PathError::EncodedSeparator => "path contains an encoded '/', '\\' or NUL",
             PathError::Backslash => "path contains a backslash",
             PathError::Nul => "path contains a NUL byte",
+            PathError::PathParameter => "path contains a ';' (path parameters are not accepted)",
             PathError::BadPercentEncoding => "path contains malformed percent-encoding",
         })
     }
@@ -48,16 +51,20 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if raw.contains('\0') {
         return Err(PathError::Nul);
     }
+    // Servlet containers and others strip `;params` from each segment, so `/users;x/7` would
+    // be `/users/7` upstream while missing the `/users` route here: refused, not guessed at.
+    if raw.contains(';') {
+        return Err(PathError::PathParameter);
+    }
     let path: Cow<'_, str> = if needs_rewrite {
         Cow::Owned(rewrite(bytes)?)
     } else {
         Cow::Borrowed(raw)
     };
-    // `..;x` is `..` to servlet containers (path parameters), so it counts as one too.
-    if path.split('/').any(|segment| {
-        let name = segment.split(';').next().unwrap_or(segment);
-        name == "." || name == ".."
-    }) {
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
         return Err(PathError::DotSegment);
     }
     Ok(path)
@@ -149,8 +156,8 @@ mod tests {
             ("/a/../b", PathError::DotSegment),
             ("/a/./b", PathError::DotSegment),
             ("/a/..", PathError::DotSegment),
-            ("/users/..;/admin", PathError::DotSegment),
-            ("/a/.;x/b", PathError::DotSegment),
+            ("/users/..;/admin", PathError::PathParameter),
+            ("/users;x/7", PathError::PathParameter),
             ("/a/%2e%2e/b", PathError::DotSegment),
             ("/a/.%2E/b", PathError::DotSegment),
             ("/a/%2f/b", PathError::EncodedSeparator),

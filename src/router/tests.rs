@@ -127,6 +127,11 @@ fn rewrites_apply_after_stripping_and_stay_safe() {
         path = "/evil"
         service = "users"
         rewrite = {{ pattern = "^/evil/(.*)$", replace = "/$1/../secret" }}
+        [[routes]]
+        path = "/collapse"
+        service = "users"
+        strip_prefix = true
+        rewrite = {{ pattern = "^/v1", replace = "/" }}
     "#
     ));
     assert_eq!(
@@ -138,4 +143,9 @@ fn rewrites_apply_after_stripping_and_stay_safe() {
         Ok(("/old".into(), "/other".into()))
     );
     assert_eq!(routed(&r, None, "/evil/x"), Err(ErrorKind::BadRequest));
+    assert_eq!(
+        routed(&r, None, "/collapse/v1/x"),
+        Ok(("/collapse".into(), "/x".into())),
+        "a rewrite is normalised too"
+    );
 }

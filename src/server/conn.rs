@@ -39,6 +39,18 @@ pub struct ConnActivity {
     http2: AtomicBool,
 }
 
+/// One request in flight on a connection: made by [`ConnActivity::begin`], finished when
+/// dropped. Owning the pairing here means no early return on the request path can leave a
+/// connection counted busy forever.
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnActivity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
 /// What the watchdog should do now, and when to look again.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -68,7 +80,13 @@ impl ConnActivity {
         }
     }
 
-    pub fn request_started(&self, http2: bool) {
+    /// Marks a request in flight until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>, http2: bool) -> InFlight {
+        self.request_started(http2);
+        InFlight(self.clone())
+    }
+
+    fn request_started(&self, http2: bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
         if http2 {
@@ -76,7 +94,7 @@ impl ConnActivity {
         }
     }
 
-    pub fn request_finished(&self) {
+    fn request_finished(&self) {
         self.last_idle_ms
             .store(self.millis_since_open(), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -104,7 +122,9 @@ impl ConnActivity {
     /// The watchdog's decision at `now`.
     pub fn verdict(&self, now: Instant, head_timeout: Duration, idle_timeout: Duration) -> Verdict {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Verdict::Wait(now + idle_timeout);
+            // Look again soon enough that a head stalled right after this request finishes
+            // is still cut within two head timeouts.
+            return Verdict::Wait(now + head_timeout.min(idle_timeout));
         }
         let head_started = self.head_started.load(Ordering::Relaxed);
         if head_started > 0 {
@@ -233,7 +253,7 @@ mod tests {
         activity.request_started(true);
         tokio::time::advance(Duration::from_secs(600)).await;
         let now = Instant::now();
-        assert_eq!(activity.verdict(now, HEAD, IDLE), Verdict::Wait(now + IDLE));
+        assert_eq!(activity.verdict(now, HEAD, IDLE), Verdict::Wait(now + HEAD));
         activity.request_finished();
         activity.bytes_received(); // a PING, not a head
         let now = Instant::now();
