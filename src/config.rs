@@ -15,6 +15,7 @@ mod env;
 pub mod raw;
 pub mod units;
 mod validate;
+mod values;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -2,34 +2,38 @@
 //! has it (environment over file over default) and checked; an error names that source (the
 //! env var, or the TOML path), and checking carries on so every problem is reported at once.
 
-use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
-use http::{HeaderName, HeaderValue, Method, Uri};
+use http::HeaderName;
 use ipnet::IpNet;
-use regex::Regex;
 
-use super::raw::{RawConfig, RawHeaderOps, RawRoute, RawService, RawTls, RawUpstream};
+use super::raw::{RawConfig, RawTls};
 use super::units::{parse_bool, parse_millis, parse_size, RawDuration, RawSize};
+use super::values::*;
 use super::*;
+
+mod routes;
+mod services;
+
+use routes::{check_duplicate_routes, route};
+use services::services;
 
 /// Collects errors while validation carries on.
 #[derive(Default)]
-struct Errors(Vec<ConfigError>);
+pub(super) struct Errors(Vec<ConfigError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn check<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
+    pub(super) fn check<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
         result.map_err(|message| self.push(path, message)).ok()
     }
 
@@ -185,7 +189,7 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             let service = route.as_ref().and_then(|r| r.service.as_ref());
             !service.is_some_and(|s| raw.unreadable_services.contains(s))
         })
-        .filter_map(|(i, route)| self::route(&mut errors, i, route.as_ref()?, &services))
+        .filter_map(|(i, raw_route)| route(&mut errors, i, raw_route.as_ref()?, &services))
         .collect();
     check_duplicate_routes(&mut errors, &raw.routes);
 
@@ -409,262 +413,6 @@ fn redis_url(errors: &mut Errors, env: &Env, file: Option<&str>) -> Option<Strin
     Some(url.to_owned())
 }
 
-fn services(
-    errors: &mut Errors,
-    raw: &RawConfig,
-    env: &Env,
-    response_timeout: Duration,
-) -> BTreeMap<String, ServiceConfig> {
-    let env_upstreams: BTreeMap<String, Vec<String>> = match env.get("UPSTREAMS") {
-        None => BTreeMap::new(),
-        Some(text) => errors
-            .check(
-                "UPSTREAMS",
-                serde_json::from_str(text).map_err(|e| {
-                    format!(
-                        "expected a JSON object of service → list of URLs, e.g. \
-                         {{\"users\":[\"http://localhost:3001\"]}} ({e})"
-                    )
-                }),
-            )
-            .unwrap_or_default(),
-    };
-    let empty = RawService::default();
-    let names: Vec<&String> = raw
-        .services
-        .keys()
-        .chain(env_upstreams.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut services = BTreeMap::new();
-    for name in names {
-        let file = raw.services.get(name).unwrap_or(&empty);
-        let path = format!("services.{name}");
-        if let Err(message) = check_service_name(name) {
-            errors.push(&path, message);
-        }
-        let upstreams: Vec<UpstreamUrl> = match env_upstreams.get(name) {
-            Some(urls) => urls
-                .iter()
-                .enumerate()
-                .filter_map(|(i, url)| {
-                    errors.check(&format!("UPSTREAMS.{name}[{i}]"), parse_upstream(url, None))
-                })
-                .collect(),
-            None => file
-                .upstreams
-                .iter()
-                .enumerate()
-                .filter_map(|(i, up): (usize, &RawUpstream)| {
-                    errors.check(
-                        &format!("{path}.upstreams[{i}]"),
-                        parse_upstream(up.url(), up.weight()),
-                    )
-                })
-                .collect(),
-        };
-        let from_env = env_upstreams.contains_key(name);
-        let listed = match env_upstreams.get(name) {
-            Some(urls) => urls.len(),
-            None => file.upstreams.len(),
-        };
-        // An empty list is an error of its own; a list of bad URLs was reported URL by URL.
-        if listed == 0 {
-            let key = if from_env {
-                format!("UPSTREAMS.{name}")
-            } else {
-                format!("{path}.upstreams")
-            };
-            errors.push(key, "needs at least one upstream URL");
-        }
-        let duration = |errors: &mut Errors, key: &str, value: &Option<RawDuration>, default| {
-            value
-                .as_ref()
-                .and_then(|v| {
-                    errors.check(
-                        &format!("{path}.{key}"),
-                        v.parse().and_then(nonzero_duration),
-                    )
-                })
-                .unwrap_or(default)
-        };
-        let service = ServiceConfig {
-            name: name.clone(),
-            upstreams,
-            connect_timeout: duration(
-                errors,
-                "connect_timeout",
-                &file.connect_timeout,
-                Duration::from_secs(5),
-            ),
-            response_timeout: duration(
-                errors,
-                "response_timeout",
-                &file.response_timeout,
-                response_timeout,
-            ),
-            idle_timeout: duration(
-                errors,
-                "idle_timeout",
-                &file.idle_timeout,
-                Duration::from_secs(60),
-            ),
-            preserve_host: file.preserve_host.unwrap_or(false),
-        };
-        services.insert(name.clone(), service);
-    }
-    services
-}
-
-fn route(
-    errors: &mut Errors,
-    index: usize,
-    raw: &RawRoute,
-    services: &BTreeMap<String, ServiceConfig>,
-) -> Option<RouteConfig> {
-    let at = |key: &str| format!("routes[{index}].{key}");
-    let before = errors.0.len();
-    let path = match raw.path.as_deref() {
-        None => {
-            errors.push(at("path"), "is required");
-            None
-        }
-        Some(text) => errors.check(&at("path"), parse_route_path(text)),
-    };
-    let service = match raw.service.as_deref() {
-        None => {
-            errors.push(at("service"), "is required");
-            None
-        }
-        Some(name) if !services.contains_key(name) => {
-            let known: Vec<&str> = services.keys().map(String::as_str).collect();
-            errors.push(
-                at("service"),
-                format!(
-                    "unknown service {name:?} (known: {})",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
-            None
-        }
-        Some(name) => Some(name.to_owned()),
-    };
-    let match_kind = match raw.match_kind.as_deref() {
-        None | Some("prefix") => MatchKind::Prefix,
-        Some("exact") => MatchKind::Exact,
-        Some(other) => {
-            errors.push(
-                at("match"),
-                format!("expected \"prefix\" or \"exact\", got {other:?}"),
-            );
-            MatchKind::Prefix
-        }
-    };
-    let methods = raw.methods.as_ref().map(|methods| {
-        methods
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| errors.check(&at(&format!("methods[{i}]")), parse_method(m)))
-            .collect::<Vec<_>>()
-    });
-    let rewrite = raw.rewrite.as_ref().and_then(|rw| {
-        errors
-            .check(
-                &at("rewrite.pattern"),
-                Regex::new(&rw.pattern).map_err(|e| format!("invalid regex: {e}")),
-            )
-            .map(|pattern| Rewrite {
-                pattern,
-                replace: rw.replace.clone(),
-            })
-    });
-    let request_headers = header_ops(errors, &at("request_headers"), &raw.request_headers);
-    let response_headers = header_ops(errors, &at("response_headers"), &raw.response_headers);
-    let timeout = raw
-        .timeout
-        .as_ref()
-        .and_then(|d| errors.check(&at("timeout"), d.parse().and_then(nonzero_duration)));
-    let idle_timeout = raw
-        .idle_timeout
-        .as_ref()
-        .and_then(|d| errors.check(&at("idle_timeout"), d.parse().and_then(nonzero_duration)));
-    let host = raw
-        .host
-        .as_deref()
-        .and_then(|h| errors.check(&at("host"), parse_route_host(h)));
-    if errors.0.len() > before {
-        return None;
-    }
-    Some(RouteConfig {
-        path: path?,
-        match_kind,
-        host,
-        service: service?,
-        methods,
-        strip_prefix: raw.strip_prefix.unwrap_or(false),
-        rewrite,
-        request_headers,
-        response_headers,
-        timeout,
-        idle_timeout,
-        preserve_host: raw.preserve_host,
-    })
-}
-
-fn check_duplicate_routes(errors: &mut Errors, routes: &[Option<RawRoute>]) {
-    let mut seen = HashSet::new();
-    for (i, route) in routes.iter().enumerate() {
-        let Some(route) = route else { continue };
-        let Some(path) = route.path.as_deref().and_then(|p| parse_route_path(p).ok()) else {
-            continue;
-        };
-        let exact = route.match_kind.as_deref() == Some("exact");
-        let host = route.host.as_deref().map(|h| h.trim().to_ascii_lowercase());
-        if !seen.insert((path, exact, host)) {
-            errors.push(
-                format!("routes[{i}].path"),
-                "duplicates an earlier route with the same path, match and host",
-            );
-        }
-    }
-}
-
-fn header_ops(errors: &mut Errors, path: &str, raw: &Option<RawHeaderOps>) -> HeaderOps {
-    let Some(raw) = raw else {
-        return HeaderOps::default();
-    };
-    let set = raw
-        .set
-        .iter()
-        .filter_map(|(name, value)| {
-            let key = format!("{path}.set.{name}");
-            let name = errors.check(&key, parse_header_name(name).and_then(editable_header))?;
-            let value = errors.check(
-                &key,
-                HeaderValue::from_str(value).map_err(|_| format!("invalid header value {value:?}")),
-            )?;
-            Some((name, value))
-        })
-        .collect();
-    let remove = raw
-        .remove
-        .iter()
-        .enumerate()
-        .filter_map(|(i, name)| {
-            errors.check(
-                &format!("{path}.remove[{i}]"),
-                parse_header_name(name).and_then(editable_header),
-            )
-        })
-        .collect();
-    HeaderOps { set, remove }
-}
-
 fn load_tls(errors: &mut Errors, raw: &RawTls) -> Option<TlsConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -704,138 +452,6 @@ fn load_tls(errors: &mut Errors, raw: &RawTls) -> Option<TlsConfig> {
     })
 }
 
-// === value parsers ===
-
-/// An upstream base URL: `http`/`https`, a host, an optional path; no query or fragment.
-pub(crate) fn parse_upstream(text: &str, weight: Option<u32>) -> Result<UpstreamUrl, String> {
-    let invalid = |why: &str| format!("{why}: {text:?} (expected e.g. \"http://127.0.0.1:3001\")");
-    let uri: Uri = text.trim().parse().map_err(|_| invalid("not a URL"))?;
-    let scheme = match uri.scheme_str() {
-        Some("http") => Scheme::HTTP,
-        Some("https") => Scheme::HTTPS,
-        Some(_) => return Err(invalid("only http and https upstreams are supported")),
-        None => return Err(invalid("missing http:// or https://")),
-    };
-    let authority: Authority = uri.authority().cloned().ok_or_else(|| invalid("no host"))?;
-    if authority.host().is_empty() {
-        return Err(invalid("no host"));
-    }
-    if authority.as_str().contains('@') {
-        return Err(invalid("credentials in upstream URLs are not supported"));
-    }
-    if uri.query().is_some() || text.contains('#') {
-        return Err(invalid(
-            "an upstream base URL cannot have a query or fragment",
-        ));
-    }
-    let base_path = uri.path().trim_end_matches('/').to_owned();
-    if weight == Some(0) {
-        return Err("weight must be at least 1".to_owned());
-    }
-    Ok(UpstreamUrl {
-        scheme,
-        authority,
-        base_path,
-        weight: weight.unwrap_or(1),
-    })
-}
-
-fn parse_route_path(text: &str) -> Result<String, String> {
-    if !text.starts_with('/') {
-        return Err(format!("must start with '/', got {text:?}"));
-    }
-    if text.contains(['{', '}', '*', '?', '#']) {
-        return Err(format!(
-            "must be a literal path (no '{{', '}}', '*', '?' or '#'), got {text:?}"
-        ));
-    }
-    let normalized = crate::router::normalize_path(text)
-        .map_err(|e| format!("{e} in {text:?}"))?
-        .into_owned();
-    let trimmed = normalized.trim_end_matches('/');
-    Ok(if trimmed.is_empty() {
-        "/".to_owned()
-    } else {
-        trimmed.to_owned()
-    })
-}
-
-/// A route host: a DNS name or IP, compared without port, case-insensitively.
-fn parse_route_host(text: &str) -> Result<String, String> {
-    let host = text.trim().to_ascii_lowercase();
-    let valid = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-    if valid {
-        Ok(host)
-    } else {
-        Err(format!(
-            "expected a host name without scheme or port, like \"api.example.com\", got {text:?}"
-        ))
-    }
-}
-
-fn check_service_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "service names may contain only letters, digits, '-', '_' and '.', got {name:?}"
-        ))
-    }
-}
-
-fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
-    text.trim().parse().map_err(|_| {
-        format!("expected an address like \"0.0.0.0:8080\" or \"[::1]:8080\", got {text:?}")
-    })
-}
-
-fn parse_host(text: &str) -> Result<IpAddr, String> {
-    let trimmed = text.trim();
-    if trimmed.eq_ignore_ascii_case("localhost") {
-        return Ok(IpAddr::from([127, 0, 0, 1]));
-    }
-    trimmed
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .map_err(|_| format!("expected an IP address like 0.0.0.0 or ::, got {text:?}"))
-}
-
-fn parse_environment(text: &str) -> Result<Environment, String> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "development" | "dev" => Ok(Environment::Development),
-        "test" => Ok(Environment::Test),
-        "production" | "prod" => Ok(Environment::Production),
-        _ => Err(format!(
-            "expected development, test or production, got {text:?}"
-        )),
-    }
-}
-
-fn parse_log_level(text: &str) -> Result<LogLevel, String> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "fatal" => Ok(LogLevel::Fatal),
-        "error" => Ok(LogLevel::Error),
-        "warn" => Ok(LogLevel::Warn),
-        "info" => Ok(LogLevel::Info),
-        "debug" => Ok(LogLevel::Debug),
-        "trace" => Ok(LogLevel::Trace),
-        "silent" => Ok(LogLevel::Silent),
-        _ => Err(format!(
-            "expected one of fatal, error, warn, info, debug, trace, silent, got {text:?}"
-        )),
-    }
-}
-
 fn parse_cidrs(errors: &mut Errors, path: &str, items: &[&str]) -> Vec<IpNet> {
     items
         .iter()
@@ -849,61 +465,4 @@ fn parse_cidrs(errors: &mut Errors, path: &str, items: &[&str]) -> Vec<IpNet> {
             errors.check(&format!("{path}[{i}]"), parsed)
         })
         .collect()
-}
-
-fn parse_method(text: &str) -> Result<Method, String> {
-    let upper = text.trim().to_ascii_uppercase();
-    Method::from_bytes(upper.as_bytes()).map_err(|_| format!("invalid HTTP method {text:?}"))
-}
-
-fn parse_header_name(text: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(text.trim().as_bytes())
-        .map_err(|_| format!("invalid header name {text:?}"))
-}
-
-/// Route header edits may not touch framing or connection management: a configured
-/// `content-length` or `transfer-encoding` would desynchronise the client's connection.
-fn editable_header(name: HeaderName) -> Result<HeaderName, String> {
-    const RESERVED: &[&str] = &[
-        "connection",
-        "content-length",
-        "host",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    if RESERVED.contains(&name.as_str()) {
-        Err(format!(
-            "{name} is managed by the gateway and cannot be edited (use preserve_host for Host)"
-        ))
-    } else {
-        Ok(name)
-    }
-}
-
-fn parse_positive(text: &str) -> Result<u64, String> {
-    let n: u64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a whole number, got {text:?}"))?;
-    positive(n).map_err(str::to_owned)
-}
-
-fn positive(n: u64) -> Result<u64, &'static str> {
-    if n == 0 {
-        Err("must be at least 1")
-    } else {
-        Ok(n)
-    }
-}
-
-fn nonzero_duration(d: Duration) -> Result<Duration, String> {
-    if d.is_zero() {
-        Err("must be greater than zero".to_owned())
-    } else {
-        Ok(d)
-    }
 }

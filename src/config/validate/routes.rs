@@ -1,0 +1,160 @@
+//! `[[routes]]`: each route checked on its own (path, service, match, host, methods,
+//! rewrite, header edits, timeouts), then the set checked for duplicates.
+
+use std::collections::{BTreeMap, HashSet};
+
+use http::HeaderValue;
+use regex::Regex;
+
+use super::super::raw::{RawHeaderOps, RawRoute};
+use super::super::values::*;
+use super::super::*;
+use super::Errors;
+
+pub(super) fn route(
+    errors: &mut Errors,
+    index: usize,
+    raw: &RawRoute,
+    services: &BTreeMap<String, ServiceConfig>,
+) -> Option<RouteConfig> {
+    let at = |key: &str| format!("routes[{index}].{key}");
+    let before = errors.0.len();
+    let path = match raw.path.as_deref() {
+        None => {
+            errors.push(at("path"), "is required");
+            None
+        }
+        Some(text) => errors.check(&at("path"), parse_route_path(text)),
+    };
+    let service = match raw.service.as_deref() {
+        None => {
+            errors.push(at("service"), "is required");
+            None
+        }
+        Some(name) if !services.contains_key(name) => {
+            let known: Vec<&str> = services.keys().map(String::as_str).collect();
+            errors.push(
+                at("service"),
+                format!(
+                    "unknown service {name:?} (known: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+            None
+        }
+        Some(name) => Some(name.to_owned()),
+    };
+    let match_kind = match raw.match_kind.as_deref() {
+        None | Some("prefix") => MatchKind::Prefix,
+        Some("exact") => MatchKind::Exact,
+        Some(other) => {
+            errors.push(
+                at("match"),
+                format!("expected \"prefix\" or \"exact\", got {other:?}"),
+            );
+            MatchKind::Prefix
+        }
+    };
+    let methods = raw.methods.as_ref().map(|methods| {
+        methods
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| errors.check(&at(&format!("methods[{i}]")), parse_method(m)))
+            .collect::<Vec<_>>()
+    });
+    let rewrite = raw.rewrite.as_ref().and_then(|rw| {
+        errors
+            .check(
+                &at("rewrite.pattern"),
+                Regex::new(&rw.pattern).map_err(|e| format!("invalid regex: {e}")),
+            )
+            .map(|pattern| Rewrite {
+                pattern,
+                replace: rw.replace.clone(),
+            })
+    });
+    let request_headers = header_ops(errors, &at("request_headers"), &raw.request_headers);
+    let response_headers = header_ops(errors, &at("response_headers"), &raw.response_headers);
+    let timeout = raw
+        .timeout
+        .as_ref()
+        .and_then(|d| errors.check(&at("timeout"), d.parse().and_then(nonzero_duration)));
+    let idle_timeout = raw
+        .idle_timeout
+        .as_ref()
+        .and_then(|d| errors.check(&at("idle_timeout"), d.parse().and_then(nonzero_duration)));
+    let host = raw
+        .host
+        .as_deref()
+        .and_then(|h| errors.check(&at("host"), parse_route_host(h)));
+    if errors.0.len() > before {
+        return None;
+    }
+    Some(RouteConfig {
+        path: path?,
+        match_kind,
+        host,
+        service: service?,
+        methods,
+        strip_prefix: raw.strip_prefix.unwrap_or(false),
+        rewrite,
+        request_headers,
+        response_headers,
+        timeout,
+        idle_timeout,
+        preserve_host: raw.preserve_host,
+    })
+}
+
+pub(super) fn check_duplicate_routes(errors: &mut Errors, routes: &[Option<RawRoute>]) {
+    let mut seen = HashSet::new();
+    for (i, route) in routes.iter().enumerate() {
+        let Some(route) = route else { continue };
+        let Some(path) = route.path.as_deref().and_then(|p| parse_route_path(p).ok()) else {
+            continue;
+        };
+        let exact = route.match_kind.as_deref() == Some("exact");
+        let host = route.host.as_deref().map(|h| h.trim().to_ascii_lowercase());
+        if !seen.insert((path, exact, host)) {
+            errors.push(
+                format!("routes[{i}].path"),
+                "duplicates an earlier route with the same path, match and host",
+            );
+        }
+    }
+}
+
+pub(super) fn header_ops(errors: &mut Errors, path: &str, raw: &Option<RawHeaderOps>) -> HeaderOps {
+    let Some(raw) = raw else {
+        return HeaderOps::default();
+    };
+    let set = raw
+        .set
+        .iter()
+        .filter_map(|(name, value)| {
+            let key = format!("{path}.set.{name}");
+            let name = errors.check(&key, parse_header_name(name).and_then(editable_header))?;
+            let value = errors.check(
+                &key,
+                HeaderValue::from_str(value).map_err(|_| format!("invalid header value {value:?}")),
+            )?;
+            Some((name, value))
+        })
+        .collect();
+    let remove = raw
+        .remove
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            errors.check(
+                &format!("{path}.remove[{i}]"),
+                parse_header_name(name).and_then(editable_header),
+            )
+        })
+        .collect();
+    HeaderOps { set, remove }
+}

@@ -1,0 +1,119 @@
+//! `[services.*]` merged with `UPSTREAMS`: for each service named in either, its upstream
+//! URLs (the env list replaces the file's), weights and timeouts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::super::raw::{RawConfig, RawService, RawUpstream};
+use super::super::units::RawDuration;
+use super::super::values::*;
+use super::super::*;
+use super::Errors;
+
+pub(super) fn services(
+    errors: &mut Errors,
+    raw: &RawConfig,
+    env: &Env,
+    response_timeout: Duration,
+) -> BTreeMap<String, ServiceConfig> {
+    let env_upstreams: BTreeMap<String, Vec<String>> = match env.get("UPSTREAMS") {
+        None => BTreeMap::new(),
+        Some(text) => errors
+            .check(
+                "UPSTREAMS",
+                serde_json::from_str(text).map_err(|e| {
+                    format!(
+                        "expected a JSON object of service → list of URLs, e.g. \
+                         {{\"users\":[\"http://localhost:3001\"]}} ({e})"
+                    )
+                }),
+            )
+            .unwrap_or_default(),
+    };
+    let empty = RawService::default();
+    let names: Vec<&String> = raw
+        .services
+        .keys()
+        .chain(env_upstreams.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut services = BTreeMap::new();
+    for name in names {
+        let file = raw.services.get(name).unwrap_or(&empty);
+        let path = format!("services.{name}");
+        if let Err(message) = check_service_name(name) {
+            errors.push(&path, message);
+        }
+        let upstreams: Vec<UpstreamUrl> = match env_upstreams.get(name) {
+            Some(urls) => urls
+                .iter()
+                .enumerate()
+                .filter_map(|(i, url)| {
+                    errors.check(&format!("UPSTREAMS.{name}[{i}]"), parse_upstream(url, None))
+                })
+                .collect(),
+            None => file
+                .upstreams
+                .iter()
+                .enumerate()
+                .filter_map(|(i, up): (usize, &RawUpstream)| {
+                    errors.check(
+                        &format!("{path}.upstreams[{i}]"),
+                        parse_upstream(up.url(), up.weight()),
+                    )
+                })
+                .collect(),
+        };
+        let from_env = env_upstreams.contains_key(name);
+        let listed = match env_upstreams.get(name) {
+            Some(urls) => urls.len(),
+            None => file.upstreams.len(),
+        };
+        // An empty list is an error of its own; a list of bad URLs was reported URL by URL.
+        if listed == 0 {
+            let key = if from_env {
+                format!("UPSTREAMS.{name}")
+            } else {
+                format!("{path}.upstreams")
+            };
+            errors.push(key, "needs at least one upstream URL");
+        }
+        let duration = |errors: &mut Errors, key: &str, value: &Option<RawDuration>, default| {
+            value
+                .as_ref()
+                .and_then(|v| {
+                    errors.check(
+                        &format!("{path}.{key}"),
+                        v.parse().and_then(nonzero_duration),
+                    )
+                })
+                .unwrap_or(default)
+        };
+        let service = ServiceConfig {
+            name: name.clone(),
+            upstreams,
+            connect_timeout: duration(
+                errors,
+                "connect_timeout",
+                &file.connect_timeout,
+                Duration::from_secs(5),
+            ),
+            response_timeout: duration(
+                errors,
+                "response_timeout",
+                &file.response_timeout,
+                response_timeout,
+            ),
+            idle_timeout: duration(
+                errors,
+                "idle_timeout",
+                &file.idle_timeout,
+                Duration::from_secs(60),
+            ),
+            preserve_host: file.preserve_host.unwrap_or(false),
+        };
+        services.insert(name.clone(), service);
+    }
+    services
+}

@@ -1,0 +1,102 @@
+//! What a request must satisfy before anything is forwarded: unambiguous framing (RFC 9112
+//! §6.3), a head within `max_header_bytes`, exactly one authority (RFC 9112 §3.2), and no
+//! WebSocket upgrade until the bridge exists. Each check answers with the `GatewayError` the
+//! client gets; none of them reads the body.
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::Authority;
+use http::{HeaderMap, Request, Version};
+
+use crate::error::{ErrorKind, GatewayError};
+
+/// Refuses what could be read two ways (RFC 9112 §6.3): Content-Length together with
+/// Transfer-Encoding, several differing Content-Lengths, or a Transfer-Encoding other than
+/// plain `chunked`. Also enforces `max_header_bytes` (request line plus header fields).
+pub(super) fn check_framing<B>(
+    headers: &HeaderMap,
+    max_header_bytes: usize,
+    req: &Request<B>,
+) -> Result<(), GatewayError> {
+    let target_len = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    // "METHOD SP target SP HTTP/1.1 CRLF", each "name: value CRLF", the final CRLF.
+    let size: usize = req.method().as_str().len()
+        + target_len
+        + 13
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if size > max_header_bytes {
+        return Err(GatewayError::client(
+            ErrorKind::HeadersTooLarge,
+            format!("request headers exceed {max_header_bytes} bytes"),
+        )
+        .closing());
+    }
+    let ambiguous = |m: &'static str| GatewayError::client(ErrorKind::BadRequest, m).closing();
+    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
+    let mut cl = headers.get_all(CONTENT_LENGTH).iter();
+    let (first_te, first_cl) = (te.next(), cl.next());
+    if first_te.is_some() && first_cl.is_some() {
+        return Err(ambiguous(
+            "both Content-Length and Transfer-Encoding are present",
+        ));
+    }
+    if let Some(first) = first_te {
+        if te.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(ambiguous(
+                "only a single 'Transfer-Encoding: chunked' is accepted",
+            ));
+        }
+    }
+    if let Some(first) = first_cl {
+        let valid = std::str::from_utf8(first.as_bytes())
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some();
+        if !valid {
+            return Err(ambiguous("Content-Length is not a number"));
+        }
+        if cl.any(|other| other != first) {
+            return Err(ambiguous("differing Content-Length values"));
+        }
+    }
+    Ok(())
+}
+
+/// `Connection: upgrade` with `Upgrade: websocket` (RFC 6455 §4.1), in any case.
+pub(super) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The authority the client asked for (RFC 9112 §3.2): the request target's, when it has one
+/// (absolute-form, or HTTP/2's `:authority`), which then overrides `Host`; else the single
+/// `Host` header. HTTP/1.1 requires exactly one valid `Host`.
+pub(super) fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, GatewayError> {
+    let bad = |m: &'static str| GatewayError::client(ErrorKind::BadRequest, m);
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host header"));
+    }
+    if let Some(authority) = req.uri().authority() {
+        return Ok(Some(authority.clone()));
+    }
+    match host {
+        Some(value) => Authority::try_from(value.as_bytes())
+            .map(Some)
+            .map_err(|_| bad("the Host header is not a valid host")),
+        None if req.version() == Version::HTTP_11 => Err(bad("the Host header is required")),
+        None => Ok(None),
+    }
+}
