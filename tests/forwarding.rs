@@ -11,7 +11,7 @@ use crate::support::{client, service, Reply, TestGateway, Upstream};
 #[tokio::test]
 async fn bodies_stream_byte_exact_both_ways() {
     let up = Upstream::start(|_| Reply::ok("").body(ReplyBody::Generated(8 * 1024 * 1024))).await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let upload: Vec<u8> = pattern(7, 3 * 1024 * 1024 + 17);
     let response = client()
         .post(gw.url("/api/s/upload"))
@@ -51,7 +51,7 @@ async fn bodies_stream_byte_exact_both_ways() {
 #[tokio::test]
 async fn chunked_uploads_stream_through() {
     let up = Upstream::start(|_| Reply::ok("").body(ReplyBody::Echo)).await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let chunks = futures_util::stream::iter(
         (0..5).map(|i| Ok::<_, std::io::Error>(Bytes::from(format!("part{i};")))),
     );
@@ -91,7 +91,7 @@ async fn compressed_bodies_cookies_and_redirects_pass_through_untouched() {
         }
     })
     .await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let response = client()
         .get(gw.url("/api/s/data"))
         .header("accept-encoding", "gzip")
@@ -127,7 +127,7 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
             .header("x-end-to-end", "kept")
     })
     .await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let response = client()
         .get(gw.url("/api/s/h"))
         .header("connection", "x-client-secret")
@@ -191,7 +191,7 @@ async fn host_is_the_upstream_authority_unless_preserved() {
 #[tokio::test]
 async fn forwarded_headers_trust_only_configured_proxies() {
     let up = Upstream::ok().await;
-    let plain = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let plain = TestGateway::in_front_of(&up).await;
     client()
         .get(plain.url("/api/s/x"))
         .header("x-forwarded-for", "6.6.6.6")
@@ -238,7 +238,7 @@ async fn forwarded_headers_trust_only_configured_proxies() {
 #[tokio::test]
 async fn request_id_is_kept_when_valid_and_the_same_everywhere() {
     let up = Upstream::ok().await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let c = client();
     let kept = c
         .get(gw.url("/api/s/1"))
@@ -275,7 +275,7 @@ async fn request_id_is_kept_when_valid_and_the_same_everywhere() {
 #[tokio::test]
 async fn traceparent_is_propagated_or_created() {
     let up = Upstream::ok().await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let c = client();
     c.get(gw.url("/api/s/1"))
@@ -357,7 +357,7 @@ async fn responses_stream_as_they_arrive() {
             ))
     })
     .await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let started = std::time::Instant::now();
     let response = client().get(gw.url("/api/s/events")).send().await.unwrap();
     let mut stream = response.bytes_stream();
@@ -377,7 +377,7 @@ async fn responses_stream_as_they_arrive() {
 #[tokio::test]
 async fn http2_clients_are_served_by_prior_knowledge() {
     let up = Upstream::ok().await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let h2 = crate::support::client_builder()
         .http2_prior_knowledge()
         .build()
@@ -399,7 +399,7 @@ async fn http2_clients_are_served_by_prior_knowledge() {
 #[tokio::test]
 async fn client_supplied_identity_headers_never_reach_upstreams() {
     let up = Upstream::ok().await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     client()
         .get(gw.url("/api/s/x"))
         .header("x-user-id", "admin")
@@ -412,7 +412,7 @@ async fn client_supplied_identity_headers_never_reach_upstreams() {
 #[tokio::test]
 async fn websocket_upgrades_are_refused_until_the_bridge_exists() {
     let up = Upstream::ok().await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let response = client()
         .get(gw.url("/api/s/socket"))
         .header("connection", "upgrade")
@@ -430,7 +430,7 @@ async fn websocket_upgrades_are_refused_until_the_bridge_exists() {
 #[tokio::test]
 async fn an_unasked_protocol_switch_from_the_upstream_is_502() {
     let up = Upstream::start(|_| Reply::ok("").status(101).header("upgrade", "websocket")).await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let response = client().get(gw.url("/api/s/x")).send().await.unwrap();
     assert_eq!(response.status(), 502);
     crate::support::error_body(response, "upstream_unavailable").await;
@@ -439,7 +439,7 @@ async fn an_unasked_protocol_switch_from_the_upstream_is_502() {
 #[tokio::test]
 async fn a_chunked_get_body_keeps_its_framing() {
     let up = Upstream::start(|_| Reply::ok("").body(ReplyBody::Echo)).await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let chunks = futures_util::stream::iter(
         ["{\"query\":", "\"all\"}"].map(|c| Ok::<_, std::io::Error>(Bytes::from(c))),
     );

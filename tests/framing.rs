@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use crate::support::raw::exchange;
-use crate::support::{service, TestGateway, Upstream};
+use crate::support::{TestGateway, Upstream};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn refused(request: &str) {
     let up = Upstream::ok().await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let (response, closed) = exchange(gw.addr, request.as_bytes(), WAIT).await;
     assert!(
         response.starts_with("HTTP/1.1 400"),
@@ -38,7 +38,7 @@ async fn refused(request: &str) {
 #[tokio::test]
 async fn content_length_with_transfer_encoding_cannot_smuggle() {
     let up = Upstream::ok().await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let request = "POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
                    0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
     let (response, closed) = exchange(gw.addr, request.as_bytes(), WAIT).await;
@@ -90,7 +90,7 @@ async fn obfuscated_transfer_encoding_is_refused() {
 #[tokio::test]
 async fn upstream_sees_exactly_one_framing_header() {
     let up = Upstream::ok().await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let request =
         "POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
     let (response, _) = exchange(gw.addr, request.as_bytes(), WAIT).await;
@@ -104,7 +104,7 @@ async fn upstream_sees_exactly_one_framing_header() {
 #[tokio::test]
 async fn a_malformed_chunked_body_is_the_clients_fault() {
     let up = Upstream::ok().await;
-    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let gw = TestGateway::in_front_of(&up).await;
     let request = "POST /api/s/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
                    ffffffffffffffffff\r\nhello\r\n0\r\n\r\n";
     let (response, closed) = exchange(gw.addr, request.as_bytes(), WAIT).await;

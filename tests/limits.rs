@@ -8,16 +8,12 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::raw::{exchange, read_until_close, send};
-use crate::support::{client, error_body, service, TestGateway, Upstream};
+use crate::support::{client, error_body, TestGateway, Upstream};
 
 #[tokio::test]
 async fn oversized_headers_get_a_json_431() {
     let up = Upstream::ok().await;
-    let toml = format!(
-        "[server]\nmax_header_bytes = \"4KiB\"\n{}",
-        service("s", &[up.url()])
-    );
-    let gw = TestGateway::start(&toml, &[]).await;
+    let gw = TestGateway::with_server(&up, "max_header_bytes = \"4KiB\"").await;
     let response = client()
         .get(gw.url("/api/s/x"))
         .header("x-big", "a".repeat(5000))
@@ -43,11 +39,7 @@ async fn oversized_headers_get_a_json_431() {
 #[tokio::test]
 async fn declared_oversized_bodies_get_413_without_reaching_the_upstream() {
     let up = Upstream::ok().await;
-    let toml = format!(
-        "[server]\nmax_request_body = \"1KiB\"\n{}",
-        service("s", &[up.url()])
-    );
-    let gw = TestGateway::start(&toml, &[]).await;
+    let gw = TestGateway::with_server(&up, "max_request_body = \"1KiB\"").await;
     let response = client()
         .post(gw.url("/api/s/upload"))
         .body(vec![b'x'; 2048])
@@ -63,11 +55,7 @@ async fn declared_oversized_bodies_get_413_without_reaching_the_upstream() {
 #[tokio::test]
 async fn streamed_bodies_are_cut_at_the_limit_with_413() {
     let up = Upstream::ok().await;
-    let toml = format!(
-        "[server]\nmax_request_body = \"64KiB\"\n{}",
-        service("s", &[up.url()])
-    );
-    let gw = TestGateway::start(&toml, &[]).await;
+    let gw = TestGateway::with_server(&up, "max_request_body = \"64KiB\"").await;
     let chunks = futures_util::stream::iter(
         (0..32).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'y'; 8192]))),
     );
@@ -102,11 +90,7 @@ async fn streamed_bodies_are_cut_at_the_limit_with_413() {
 #[tokio::test]
 async fn slow_request_heads_are_cut_off() {
     let up = Upstream::ok().await;
-    let toml = format!(
-        "[server]\nheader_read_timeout = \"300ms\"\n{}",
-        service("s", &[up.url()])
-    );
-    let gw = TestGateway::start(&toml, &[]).await;
+    let gw = TestGateway::with_server(&up, "header_read_timeout = \"300ms\"").await;
     let mut stream = send(gw.addr, b"GET /api/s/x HTTP/1.1\r\nHost: t\r\nX-Slow: ").await;
     let started = std::time::Instant::now();
     let (_, closed) = read_until_close(&mut stream, Duration::from_secs(5)).await;
@@ -122,11 +106,11 @@ async fn slow_request_heads_are_cut_off() {
 #[tokio::test]
 async fn keep_alive_connections_outlive_the_head_timeout_while_idle() {
     let up = Upstream::ok().await;
-    let toml = format!(
-        "[server]\nkeepalive_idle_timeout = \"2s\"\nheader_read_timeout = \"200ms\"\n{}",
-        service("s", &[up.url()])
-    );
-    let gw = TestGateway::start(&toml, &[]).await;
+    let gw = TestGateway::with_server(
+        &up,
+        "keepalive_idle_timeout = \"2s\"\nheader_read_timeout = \"200ms\"",
+    )
+    .await;
     let mut stream = send(gw.addr, b"GET /api/s/1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let (first, closed) = read_until_close(&mut stream, Duration::from_millis(900)).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
@@ -146,11 +130,11 @@ async fn keep_alive_connections_outlive_the_head_timeout_while_idle() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let up = Upstream::ok().await;
-    let toml = format!(
-        "[server]\nkeepalive_idle_timeout = \"400ms\"\nheader_read_timeout = \"10s\"\n{}",
-        service("s", &[up.url()])
-    );
-    let gw = TestGateway::start(&toml, &[]).await;
+    let gw = TestGateway::with_server(
+        &up,
+        "keepalive_idle_timeout = \"400ms\"\nheader_read_timeout = \"10s\"",
+    )
+    .await;
     let mut stream = send(gw.addr, b"GET /api/s/x HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let started = std::time::Instant::now();
     let (response, closed) = read_until_close(&mut stream, Duration::from_secs(5)).await;
@@ -166,11 +150,7 @@ async fn idle_keep_alive_connections_are_closed() {
 #[tokio::test]
 async fn connections_beyond_the_maximum_wait_their_turn() {
     let up = Upstream::ok().await;
-    let toml = format!(
-        "[server]\nmax_connections = 1\n{}",
-        service("s", &[up.url()])
-    );
-    let gw = TestGateway::start(&toml, &[]).await;
+    let gw = TestGateway::with_server(&up, "max_connections = 1").await;
     let first = send(gw.addr, b"GET /api/s/1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let mut second = send(
         gw.addr,

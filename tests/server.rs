@@ -88,11 +88,7 @@ async fn ops_endpoints_refuse_other_methods_in_the_error_shape() {
 #[tokio::test]
 async fn admin_listen_moves_ops_endpoints_off_the_public_port() {
     let up = Upstream::ok().await;
-    let toml = format!(
-        "[server]\nadmin_listen = \"127.0.0.1:0\"\n{}",
-        service("s", &[up.url()])
-    );
-    let gw = TestGateway::start(&toml, &[]).await;
+    let gw = TestGateway::with_server(&up, "admin_listen = \"127.0.0.1:0\"").await;
     let admin = gw.admin_addr.expect("admin listener bound");
     let c = client();
     assert_eq!(
@@ -124,11 +120,7 @@ async fn admin_listen_moves_ops_endpoints_off_the_public_port() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
     let up = Upstream::start(|_| Reply::ok("finished").delay(Duration::from_millis(800))).await;
-    let toml = format!(
-        "[server]\nshutdown_grace = \"5s\"\n{}",
-        service("s", &[up.url()])
-    );
-    let mut gw = TestGateway::start(&toml, &[]).await;
+    let mut gw = TestGateway::with_server(&up, "shutdown_grace = \"5s\"").await;
     let url = gw.url("/api/s/slow");
     let in_flight = tokio::spawn(async move { client().get(url).send().await?.text().await });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -146,11 +138,7 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
 #[tokio::test]
 async fn shutdown_grace_bounds_how_long_streams_are_waited_for() {
     let up = Upstream::start(|_| Reply::ok("").body(ReplyBody::Stall)).await;
-    let toml = format!(
-        "[server]\nshutdown_grace = \"300ms\"\n{}",
-        service("s", &[up.url()])
-    );
-    let mut gw = TestGateway::start(&toml, &[]).await;
+    let mut gw = TestGateway::with_server(&up, "shutdown_grace = \"300ms\"").await;
     let response = client().get(gw.url("/api/s/stream")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let started = std::time::Instant::now();

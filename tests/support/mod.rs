@@ -45,6 +45,20 @@ impl TestGateway {
         }
     }
 
+    /// sluice in front of `up` as service `s` (so `/api/s/...` reaches it).
+    pub async fn in_front_of(up: &Upstream) -> TestGateway {
+        TestGateway::start(&service("s", &[up.url()]), &[]).await
+    }
+
+    /// Like [`TestGateway::in_front_of`], with `server` as the body of a `[server]` section.
+    pub async fn with_server(up: &Upstream, server: &str) -> TestGateway {
+        TestGateway::start(
+            &format!("[server]\n{server}\n{}", service("s", &[up.url()])),
+            &[],
+        )
+        .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

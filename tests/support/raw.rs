@@ -34,52 +34,50 @@ pub async fn read_until_close(stream: &mut TcpStream, wait: Duration) -> (String
     }
 }
 
-/// An upstream that accepts, reads the request head, then closes without answering.
-pub async fn resetting_upstream() -> SocketAddr {
+/// A raw TCP "upstream" on loopback: `serve` runs, in its own task, for every connection.
+async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = [0u8; 4096];
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
-            drop(stream);
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
         }
     });
     addr
+}
+
+/// An upstream that accepts, reads the request head, then closes without answering.
+pub async fn resetting_upstream() -> SocketAddr {
+    raw_upstream(|mut stream| async move {
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
+    })
+    .await
 }
 
 /// An upstream that answers each connection's first request with `200 ok`, then closes it
 /// (3 ms later) without announcing `Connection: close`: a keep-alive pool reuses sockets that
 /// are about to die.
 pub async fn one_shot_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
-                    {
-                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-                        _ => return,
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await;
-                // Close a moment later, once the gateway may have sent the next request on
-                // this connection: unread data turns the close into a reset.
-                tokio::time::sleep(Duration::from_millis(3)).await;
-            });
+    raw_upstream(|mut stream| async move {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
         }
-    });
-    addr
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        // Close a moment later, once the gateway may have sent the next request on this
+        // connection: unread data turns the close into a reset.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    })
+    .await
 }
