@@ -14,6 +14,8 @@
 
 pub mod body;
 mod checks;
+
+pub use checks::{head_framing, HeadFraming};
 pub mod client;
 pub mod headers;
 mod idle;
@@ -102,6 +104,14 @@ pub async fn handle(
             ErrorKind::RouteNotFound,
             "the admin listener serves only ops endpoints",
         );
+        return refuse(error, Exchange::new(start, None, None), has_body);
+    }
+    if conn.activity.take_ambiguous_framing() {
+        let error = GatewayError::client(
+            ErrorKind::BadRequest,
+            "both Content-Length and Transfer-Encoding are present",
+        )
+        .closing();
         return refuse(error, Exchange::new(start, None, None), has_body);
     }
     if let Err(error) = check_framing(req.headers(), rt.max_header_bytes, &req) {

@@ -155,13 +155,19 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let activity = Arc::new(ConnActivity::new());
-    let stream = ActivityIo::new(stream, activity.clone());
     let info = |tls| ConnInfo::new(peer, local_port, tls, activity.clone());
+    // ActivityIo wraps the plaintext side (above TLS), where request heads can be seen.
     match &shared.tls {
-        None => serve_io(stream, info(false), &shared, shutdown).await,
+        None => {
+            let io = ActivityIo::new(stream, activity.clone());
+            serve_io(io, info(false), &shared, shutdown).await;
+        }
         Some(acceptor) => {
             match tokio::time::timeout(shared.head_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_io(tls, info(true), &shared, shutdown).await,
+                Ok(Ok(tls)) => {
+                    let io = ActivityIo::new(tls, activity.clone());
+                    serve_io(io, info(true), &shared, shutdown).await;
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }

@@ -32,35 +32,16 @@ async fn refused(request: &str) {
     );
 }
 
-/// hyper decodes such a request by Transfer-Encoding (RFC 9112 §6.3), drops the
-/// Content-Length and closes the connection after answering, before our handler could see
-/// both headers: so the answer is not a 400, but nothing can be smuggled behind it.
 #[tokio::test]
-async fn content_length_with_transfer_encoding_cannot_smuggle() {
-    let up = Upstream::ok().await;
-    let gw = TestGateway::in_front_of(&up).await;
-    let request = "POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
-                   0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
-    let (response, closed) = exchange(gw.addr, request.as_bytes(), WAIT).await;
-    assert!(
-        closed,
-        "the connection is closed after an ambiguous request"
-    );
-    assert_eq!(
-        response.matches("HTTP/1.1 ").count(),
-        1,
-        "one answer only: {response}"
-    );
-    let received = up.received();
-    assert!(
-        received.iter().all(|r| r.uri.path() != "/smuggled"),
-        "nothing smuggled"
-    );
-    for seen in &received {
-        assert!(
-            seen.headers.get("content-length").is_none()
-                || seen.headers.get("transfer-encoding").is_none()
-        );
+async fn content_length_with_transfer_encoding_is_refused() {
+    // Both orders; the smuggled request behind the body must never be answered or forwarded.
+    for request in [
+        "POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+         0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+        "POST /api/s/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n\
+         0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+    ] {
+        refused(request).await;
     }
 }
 

@@ -9,6 +9,41 @@ use http::{HeaderMap, Request, Version};
 
 use crate::error::{ErrorKind, GatewayError};
 
+/// What the start of a request says about its framing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadFraming {
+    /// The head is not complete yet.
+    Incomplete,
+    /// Both Content-Length and Transfer-Encoding: to be refused.
+    Conflicting,
+    /// Complete and unambiguous, or not parseable (hyper will answer that itself).
+    Fine,
+}
+
+/// Looks at the first bytes of an HTTP/1 request. Only the head is parsed; a body or a
+/// pipelined request after it is ignored.
+pub fn head_framing(bytes: &[u8]) -> HeadFraming {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Partial) => HeadFraming::Incomplete,
+        Ok(httparse::Status::Complete(_)) => {
+            let named = |name: &str| {
+                request
+                    .headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case(name))
+            };
+            if named("content-length") && named("transfer-encoding") {
+                HeadFraming::Conflicting
+            } else {
+                HeadFraming::Fine
+            }
+        }
+        Err(_) => HeadFraming::Fine,
+    }
+}
+
 /// Refuses what could be read two ways (RFC 9112 §6.3): Content-Length together with
 /// Transfer-Encoding, several differing Content-Lengths, or a Transfer-Encoding other than
 /// plain `chunked`. Also enforces `max_header_bytes` (request line plus header fields).
@@ -98,5 +133,25 @@ pub(super) fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>
             .map_err(|_| bad("the Host header is not a valid host")),
         None if req.version() == Version::HTTP_11 => Err(bad("the Host header is required")),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicting_framing_is_seen_once_the_head_is_complete() {
+        let both = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(head_framing(both), HeadFraming::Conflicting);
+        assert_eq!(head_framing(&both[..24]), HeadFraming::Incomplete);
+        let reversed =
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 4\r\n\r\nbody";
+        assert_eq!(head_framing(reversed), HeadFraming::Conflicting);
+        assert_eq!(
+            head_framing(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"),
+            HeadFraming::Fine
+        );
+        assert_eq!(head_framing(b"\x16\x03\x01 not http"), HeadFraming::Fine);
     }
 }

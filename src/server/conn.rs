@@ -25,6 +25,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::proxy::HeadFraming;
 use tokio::time::Instant;
 
 #[derive(Debug)]
@@ -37,6 +39,8 @@ pub struct ConnActivity {
     /// idle; 0 when no head is being read.
     head_started: AtomicU64,
     http2: AtomicBool,
+    /// The head just started carries both Content-Length and Transfer-Encoding.
+    ambiguous_framing: AtomicBool,
 }
 
 /// One request in flight on a connection: made by [`ConnActivity::begin`], finished when
@@ -61,11 +65,20 @@ pub enum Verdict {
     AbortSlowHead,
 }
 
-/// A client stream that reports reads to its connection's [`ConnActivity`].
+/// A client stream that reports reads to its connection's [`ConnActivity`], and looks at
+/// each new request head's framing before hyper does: hyper silently resolves Content-Length
+/// plus Transfer-Encoding in favour of the latter (RFC 9112 §6.3), where the proxy refuses
+/// such a request. The head is followed across reads (hyper's protocol detection reads the
+/// first 24 bytes alone) up to [`HEAD_SCAN_LIMIT`]; past that, hyper's safe handling stands.
 pub struct ActivityIo<S> {
     inner: S,
     activity: Arc<ConnActivity>,
+    /// The current head's bytes while it is being scanned; reused from request to request.
+    head: Vec<u8>,
+    scanning: bool,
 }
+
+const HEAD_SCAN_LIMIT: usize = 16 * 1024;
 
 // === impl ConnActivity ===
 
@@ -77,6 +90,7 @@ impl ConnActivity {
             last_idle_ms: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            ambiguous_framing: AtomicBool::new(false),
         }
     }
 
@@ -100,15 +114,24 @@ impl ConnActivity {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn bytes_received(&self) {
+    /// Bytes were just read. On an idle connection they begin a new request head: note the
+    /// time, and return true so the reader scans the head.
+    fn bytes_received(&self) -> bool {
         let idle = self.in_flight.load(Ordering::Relaxed) == 0;
-        if idle
+        let new_head = idle
             && self.head_started.load(Ordering::Relaxed) == 0
-            && !self.http2.load(Ordering::Relaxed)
-        {
+            && !self.http2.load(Ordering::Relaxed);
+        if new_head {
             self.head_started
                 .store(self.millis_since_open() + 1, Ordering::Relaxed);
         }
+        new_head
+    }
+
+    /// Whether the request now being handled came with both Content-Length and
+    /// Transfer-Encoding (reading clears it).
+    pub fn take_ambiguous_framing(&self) -> bool {
+        self.ambiguous_framing.swap(false, Ordering::Relaxed)
     }
 
     fn millis_since_open(&self) -> u64 {
@@ -154,7 +177,33 @@ impl Default for ConnActivity {
 
 impl<S> ActivityIo<S> {
     pub fn new(inner: S, activity: Arc<ConnActivity>) -> Self {
-        ActivityIo { inner, activity }
+        ActivityIo {
+            inner,
+            activity,
+            head: Vec::new(),
+            scanning: false,
+        }
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        if self.activity.bytes_received() {
+            self.head.clear();
+            self.scanning = true;
+        }
+        if !self.scanning {
+            return;
+        }
+        self.head.extend_from_slice(bytes);
+        match crate::proxy::head_framing(&self.head) {
+            HeadFraming::Incomplete if self.head.len() < HEAD_SCAN_LIMIT => {}
+            HeadFraming::Conflicting => {
+                self.activity
+                    .ambiguous_framing
+                    .store(true, Ordering::Relaxed);
+                self.scanning = false;
+            }
+            _ => self.scanning = false,
+        }
     }
 }
 
@@ -167,7 +216,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.bytes_received();
+            let this = &mut *self;
+            this.scan(&buf.filled()[before..]);
         }
         polled
     }
