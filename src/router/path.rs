@@ -38,36 +38,52 @@ impl fmt::Display for PathError {
     }
 }
 
-/// Normalises `raw` (a path without query). Borrows when nothing changes, the common case.
+/// Normalises `raw` (a path without query). Borrows when nothing changes, the common case,
+/// which is one pass over the bytes.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
     }
-    let needs_rewrite = raw.contains("//") || raw.contains('%');
-    if raw.contains('\\') {
-        return Err(PathError::Backslash);
+    let mut needs_rewrite = false;
+    let mut segment_start = 1;
+    for (i, &byte) in bytes.iter().enumerate().skip(1) {
+        match byte {
+            b'\\' => return Err(PathError::Backslash),
+            0 => return Err(PathError::Nul),
+            // Servlet containers and others strip `;params` from each segment, so `/users;x/7`
+            // would be `/users/7` upstream while missing the `/users` route here.
+            b';' => return Err(PathError::PathParameter),
+            b'%' => needs_rewrite = true,
+            b'/' => {
+                needs_rewrite |= bytes[i - 1] == b'/';
+                if is_dot_segment(&bytes[segment_start..i]) {
+                    return Err(PathError::DotSegment);
+                }
+                segment_start = i + 1;
+            }
+            _ => {}
+        }
     }
-    if raw.contains('\0') {
-        return Err(PathError::Nul);
+    if is_dot_segment(&bytes[segment_start..]) {
+        return Err(PathError::DotSegment);
     }
-    // Servlet containers and others strip `;params` from each segment, so `/users;x/7` would
-    // be `/users/7` upstream while missing the `/users` route here: refused, not guessed at.
-    if raw.contains(';') {
-        return Err(PathError::PathParameter);
+    if !needs_rewrite {
+        return Ok(Cow::Borrowed(raw));
     }
-    let path: Cow<'_, str> = if needs_rewrite {
-        Cow::Owned(rewrite(bytes)?)
-    } else {
-        Cow::Borrowed(raw)
-    };
+    // Decoding can make new dot-segments (`%2e%2e`): check the result again.
+    let path = rewrite(bytes)?;
     if path
         .split('/')
-        .any(|segment| segment == "." || segment == "..")
+        .any(|segment| is_dot_segment(segment.as_bytes()))
     {
         return Err(PathError::DotSegment);
     }
-    Ok(path)
+    Ok(Cow::Owned(path))
+}
+
+fn is_dot_segment(segment: &[u8]) -> bool {
+    segment == b"." || segment == b".."
 }
 
 fn rewrite(bytes: &[u8]) -> Result<String, PathError> {
