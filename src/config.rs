@@ -288,12 +288,6 @@ impl Config {
     }
 }
 
-impl ServiceConfig {
-    pub fn has_upstreams(&self) -> bool {
-        !self.upstreams.is_empty()
-    }
-}
-
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)

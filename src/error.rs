@@ -155,10 +155,6 @@ impl GatewayError {
         self
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.kind.status()
-    }
-
     /// The one place a gateway error becomes a response.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<GatewayBody> {
         let body = ErrorBody {

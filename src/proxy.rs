@@ -43,7 +43,6 @@ use headers::{Forwarded, X_REQUEST_ID};
 /// What the server knows about the connection a request came in on.
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    pub local_port: u16,
     pub tls: bool,
     pub activity: Arc<ConnActivity>,
     /// The peer's IP and the local port as header values, rendered once per connection.
@@ -58,7 +57,6 @@ impl ConnInfo {
                 .unwrap_or(HeaderValue::from_static("unknown")),
             port_header: HeaderValue::from(local_port),
             peer,
-            local_port,
             tls,
             activity,
         }

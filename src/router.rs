@@ -207,19 +207,6 @@ impl Router {
     pub fn has_host_routes(&self) -> bool {
         self.has_host_routes
     }
-
-    /// Every config route label, for startup output.
-    pub fn labels(&self) -> Vec<Arc<str>> {
-        let mut labels: Vec<Arc<str>> = self
-            .config_routes
-            .values()
-            .flatten()
-            .map(|p| p.label.clone())
-            .collect();
-        labels.sort();
-        labels.dedup();
-        labels
-    }
 }
 
 // === impl RoutePolicy ===

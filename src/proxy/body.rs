@@ -165,13 +165,6 @@ impl GatewayBody {
         }
     }
 
-    pub fn empty() -> Self {
-        GatewayBody {
-            kind: Kind::Full(None),
-            exchange: None,
-        }
-    }
-
     pub fn upstream(inner: Incoming, idle_timeout: Duration) -> Self {
         GatewayBody {
             kind: Kind::Upstream {
