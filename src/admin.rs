@@ -1,6 +1,9 @@
-//! Ops endpoints: `/healthz` (the process is alive) and `/readyz` (every service has a usable
-//! endpoint). They answer on the public listener, or only on `admin_listen` when that is set.
-//! Metrics, stats and the dashboard arrive with issue #7.
+//! Ops endpoints: `/healthz` (the process is alive), `/readyz` (every service has an
+//! endpoint that can take traffic: healthy, breaker not open), `/admin/stats` and
+//! `/gateway/stats` (see [`stats`]). They answer on the public listener, or only on
+//! `admin_listen` when that is set. Metrics and the dashboard arrive with issue #7.
+
+mod stats;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -13,7 +16,10 @@ use crate::runtime::Runtime;
 
 /// The ops paths this module answers.
 pub fn is_admin_path(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/admin/stats" | "/gateway/stats"
+    )
 }
 
 /// Answers an ops request, or `None` when `path` is not one.
@@ -35,6 +41,8 @@ pub fn handle(
     }
     Some(Ok(match path {
         "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
+        "/admin/stats" => json_response(StatusCode::OK, stats::admin_stats(runtime)),
+        "/gateway/stats" => json_response(StatusCode::OK, stats::gateway_stats(runtime)),
         _ => readyz(runtime),
     }))
 }
@@ -46,7 +54,7 @@ fn readyz(runtime: &Runtime) -> Response<GatewayBody> {
         .map(|(name, service)| {
             (
                 name.clone(),
-                json!({"endpoints": service.endpoints.len(), "usable": service.is_usable()}),
+                json!({"endpoints": service.pool.endpoints().len(), "usable": service.is_usable()}),
             )
         })
         .collect();

@@ -171,6 +171,79 @@ pub struct ServiceConfig {
     pub idle_timeout: Duration,
     /// Forward the client's `Host` instead of the upstream authority. Default is false.
     pub preserve_host: bool,
+    /// How an endpoint is chosen. Default is `p2c_ewma`.
+    pub balancer: BalancerKind,
+    /// `[breaker]`, overridden key by key by `services.<name>.breaker`.
+    pub breaker: BreakerConfig,
+    /// Active health checks. Default is none (only the breaker judges endpoints).
+    pub health_check: Option<HealthCheckConfig>,
+    /// Further attempts on other endpoints for a request that never reached one (or, when
+    /// idempotent and bodiless, was reset before any response). Default is 2.
+    pub max_retries: u32,
+    /// Requests one endpoint may have in flight; a full endpoint is skipped. Default is none.
+    pub max_in_flight_per_endpoint: Option<u32>,
+}
+
+/// `balancer = "…"` of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BalancerKind {
+    /// Power of two choices over peak-EWMA latency × (in-flight + 1) / weight.
+    P2cEwma,
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// The endpoint with the fewest requests in flight per unit of weight.
+    LeastRequest,
+    /// Uniform over usable endpoints, weighted.
+    Random,
+    /// Consistent (rendezvous) hashing of `hash_key`: a key keeps its endpoint while that
+    /// endpoint is usable.
+    Hash(HashKey),
+}
+
+/// `hash_key = "ip" | "header:<name>" | "cookie:<name>"`. Default is `ip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(HeaderName),
+    Cookie(String),
+}
+
+/// Per-endpoint circuit breaker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// Failures in a row that open the breaker. Default is 5.
+    pub consecutive_failures: u32,
+    /// Also open when this share (0–1) of the requests in `window` failed. Default is off.
+    pub failure_ratio: Option<f64>,
+    /// The span `failure_ratio` looks at. Default is 10 seconds.
+    pub window: Duration,
+    /// Requests in `window` before `failure_ratio` may judge. Default is 20.
+    pub min_requests: u32,
+    /// How long an open breaker sends no traffic before probing. Default is 15 seconds.
+    pub open_for: Duration,
+    /// Requests admitted at once while half-open. Default is 1.
+    pub half_open_probes: u32,
+    /// Upstream statuses that count as failures; only 5xx may be listed. Default is every 5xx.
+    pub failure_statuses: FailureStatuses,
+}
+
+/// A set of 5xx statuses, one bit per code 500–599.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureStatuses(pub u128);
+
+/// Active health checking of a service's endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    /// Requested with GET on each endpoint (after its base path); 2xx and 3xx are healthy.
+    pub path: String,
+    /// Default is 5 seconds.
+    pub interval: Duration,
+    /// Default is 2 seconds (at most the interval).
+    pub timeout: Duration,
+    /// Passing checks in a row that make an unhealthy endpoint healthy. Default is 2.
+    pub healthy_after: u32,
+    /// Failing checks in a row that make an endpoint unhealthy. Default is 3.
+    pub unhealthy_after: u32,
 }
 
 /// An upstream base URL: `http`/`https`, a host, an optional base path (kept when forwarding).
@@ -315,6 +388,45 @@ impl LogLevel {
             LogLevel::Trace => "trace",
             LogLevel::Silent => "off",
         }
+    }
+}
+
+// === impl Environment ===
+
+impl Environment {
+    /// As `NODE_ENV` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Test => "test",
+            Environment::Production => "production",
+        }
+    }
+}
+
+// === impl BreakerConfig ===
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_ratio: None,
+            window: Duration::from_secs(10),
+            min_requests: 20,
+            open_for: Duration::from_secs(15),
+            half_open_probes: 1,
+            failure_statuses: FailureStatuses::ALL_5XX,
+        }
+    }
+}
+
+impl FailureStatuses {
+    pub const ALL_5XX: FailureStatuses = FailureStatuses((1u128 << 100) - 1);
+
+    /// Whether an upstream answering `status` failed. Anything below 500 never did: a client
+    /// asking for missing paths must not eject a healthy upstream.
+    pub fn contains(self, status: u16) -> bool {
+        (500..600).contains(&status) && self.0 & (1u128 << (status - 500)) != 0
     }
 }
 

@@ -95,6 +95,9 @@ impl Gateway {
     /// Serves until `shutdown` resolves, then drains connections for `shutdown_grace`.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let token = CancellationToken::new();
+        for service in self.runtime.load().services.values() {
+            upstream::health::spawn(service.clone(), token.clone());
+        }
         let tls = self.config.tls.as_ref().map(|t| t.server_config.clone());
         let public = server::serve(
             self.listener,

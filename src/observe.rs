@@ -40,6 +40,46 @@ pub fn init_logging(level: LogLevel) -> Result<WorkerGuard, String> {
     Ok(guard)
 }
 
+/// Gateway-wide live numbers for `/admin/stats`: uptime and open client connections.
+#[derive(Debug)]
+pub struct Live {
+    pub started: Instant,
+    connections: AtomicU64,
+}
+
+/// One open client connection; counted until dropped.
+pub struct OpenConnection(Arc<Live>);
+
+impl Live {
+    pub fn new() -> Self {
+        Live {
+            started: Instant::now(),
+            connections: AtomicU64::new(0),
+        }
+    }
+
+    pub fn connection_opened(self: &Arc<Self>) -> OpenConnection {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    pub fn open_connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live::new()
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One request's record, written to the access log when it is dropped.
 #[derive(Debug)]
 pub struct Exchange {

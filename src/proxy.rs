@@ -14,6 +14,7 @@
 
 pub mod body;
 mod checks;
+mod forward;
 
 pub use checks::{head_framing, HeadFraming};
 pub mod client;
@@ -24,8 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{HOST, TRANSFER_ENCODING};
-use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -36,8 +36,9 @@ use crate::observe::{Exchange, ExchangeStart};
 use crate::router::normalize_path;
 use crate::runtime::Runtime;
 use crate::server::{ConnActivity, Role};
-use body::{caused_by, BodyIdleTimeout, BodyTooLarge, ClientBodyError, GatewayBody, RequestBody};
+use body::{GatewayBody, UnsentBody};
 use checks::{check_framing, content_length, is_websocket_upgrade, request_authority};
+use forward::{forward, Outgoing};
 use headers::{Forwarded, X_REQUEST_ID};
 
 /// What the server knows about the connection a request came in on.
@@ -72,16 +73,19 @@ pub async fn handle(
 ) -> Response<GatewayBody> {
     let request_id = headers::request_id(req.headers());
     let peer_trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
+    // Kept apart from `req`: routing borrows the path while the request moves on.
+    let request_uri = req.uri().clone();
+    let client_ip = headers::client_ip(
+        conn.peer.ip(),
+        peer_trusted,
+        req.headers(),
+        &rt.trusted_proxies,
+    );
     let start = ExchangeStart {
         request_id,
         method: req.method().clone(),
-        uri: req.uri().clone(),
-        client: headers::client_ip(
-            conn.peer.ip(),
-            peer_trusted,
-            req.headers(),
-            &rt.trusted_proxies,
-        ),
+        uri: request_uri.clone(),
+        client: client_ip,
         started: Instant::now(),
         access_log: rt.access_log,
         in_flight: Some(conn.activity.begin(req.version() == Version::HTTP_2)),
@@ -123,7 +127,7 @@ pub async fn handle(
         );
         return refuse(error, Exchange::new(start, None, None), has_body);
     }
-    let path = match normalize_path(req.uri().path()) {
+    let path = match normalize_path(request_uri.path()) {
         Ok(path) => path,
         Err(e) => {
             let error = GatewayError::client(ErrorKind::BadRequest, e.to_string());
@@ -173,44 +177,10 @@ pub async fn handle(
         }
     }
     let service = &policy.service;
-    let Some(endpoint) = service.pick() else {
-        let error = GatewayError::new(
-            ErrorKind::NoHealthyUpstream,
-            crate::error::Side::Internal,
-            format!("service {} has no usable upstream", service.name),
-        )
-        .with_retry_after(1);
-        return refuse(error, exchange, has_body);
-    };
-    exchange.set_upstream(endpoint.label.clone());
-
-    // The upstream URI: endpoint base + routed path + the raw query, nothing re-encoded.
-    let query = req.uri().query();
-    let mut target = String::with_capacity(
-        endpoint.url.base_path.len() + routed.forward_path.len() + query.map_or(0, |q| q.len() + 1),
-    );
-    target.push_str(&endpoint.url.base_path);
-    target.push_str(&routed.forward_path);
-    if let Some(query) = query {
-        target.push('?');
-        target.push_str(query);
-    }
-    let uri = PathAndQuery::from_maybe_shared(target).ok().and_then(|pq| {
-        Uri::builder()
-            .scheme(endpoint.url.scheme.clone())
-            .authority(endpoint.url.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .ok()
-    });
-    let Some(uri) = uri else {
-        let error = GatewayError::client(
-            ErrorKind::BadRequest,
-            "the request target cannot be forwarded",
-        );
-        return refuse(error, exchange, has_body);
-    };
-    drop(path);
+    let hash_key = service
+        .hash_key
+        .as_ref()
+        .and_then(|key| headers::hash_key(key, req.headers(), client_ip));
 
     let (mut parts, incoming) = req.into_parts();
     let client_host = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok());
@@ -245,114 +215,27 @@ pub async fn handle(
             upstream_headers.remove(HOST);
         }
     }
-    // A bodiless idempotent request (RFC 9110 §9.2.2) that dies before any response, typically
-    // on a pooled keep-alive connection the upstream closed as we reused it, is sent once more,
-    // on a new connection.
-    // Retries across endpoints, with bodies and under a budget, arrive with issue #3.
-    let replay = (parts.method.is_idempotent() && incoming.is_end_stream())
-        .then(|| (parts.method.clone(), uri.clone(), upstream_headers.clone()));
     if !incoming.is_end_stream() && incoming.size_hint().exact().is_none() {
         // The client's own Transfer-Encoding went with the hop-by-hop headers. Say it again:
         // without it hyper would send a GET or HEAD with no body at all.
         upstream_headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
-    let upstream_req = upstream_request(
-        parts.method,
-        uri,
-        upstream_headers,
-        RequestBody::new(
-            incoming,
-            rt.max_request_body,
-            policy.idle_timeout,
-            exchange.clone(),
-        ),
-    );
-    // The response timeout measures the upstream, not the client's upload: with a body it
-    // starts once the body has been sent (a stalled upload is the body's idle timeout's job).
-    let deadline = Instant::now() + policy.response_timeout;
-    let mut sent = if has_body {
-        let upload_then_wait = async {
-            exchange.request_body_sent().await;
-            tokio::time::sleep(policy.response_timeout).await;
-        };
-        tokio::select! {
-            sent = service.client.request(upstream_req) => Ok(sent),
-            () = upload_then_wait => Err(()),
-        }
-    } else {
-        tokio::time::timeout_at(deadline, service.client.request(upstream_req))
-            .await
-            .map_err(|_| ())
+    let outgoing = Outgoing {
+        method: parts.method,
+        headers: upstream_headers,
+        body: (!incoming.is_end_stream()).then(|| UnsentBody::new(incoming)),
+        forward_path: &routed.forward_path,
+        query: request_uri.query(),
+        hash_key,
+        response_timeout: policy.response_timeout,
+        idle_timeout: policy.idle_timeout,
+        max_request_body: rt.max_request_body,
     };
-    if let (Some((method, uri, headers)), Ok(Err(e))) = (replay, &sent) {
-        if !e.is_connect() {
-            tracing::debug!(
-                request_id = exchange.request_id.to_str().unwrap_or_default(),
-                error = %error_chain(e),
-                "upstream closed before responding; sending the request once more"
-            );
-            let again =
-                upstream_request(method, uri, headers, RequestBody::empty(exchange.clone()));
-            sent = tokio::time::timeout_at(deadline, service.fresh_client.request(again))
-                .await
-                .map_err(|_| ());
-        }
-    }
-    let response = match sent {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) if caused_by::<BodyTooLarge>(&e) => {
-            let error = GatewayError::client(
-                ErrorKind::PayloadTooLarge,
-                format!("request body exceeds {} bytes", rt.max_request_body),
-            );
-            return refuse(error, exchange, true);
-        }
-        Ok(Err(e)) if caused_by::<BodyIdleTimeout>(&e) => {
-            let error = GatewayError::client(
-                ErrorKind::RequestTimeout,
-                format!("the request body stalled for {:?}", policy.idle_timeout),
-            );
-            return refuse(error, exchange, true);
-        }
-        Ok(Err(e)) if caused_by::<ClientBodyError>(&e) => {
-            let error = GatewayError::client(
-                ErrorKind::BadRequest,
-                "the request body could not be read (malformed chunked encoding?)",
-            );
-            return refuse(error, exchange, true);
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(
-                request_id = exchange.request_id.to_str().unwrap_or_default(),
-                upstream = &*endpoint.label,
-                error = %error_chain(&e),
-                "upstream request failed"
-            );
-            let error = if e.is_connect() {
-                GatewayError::upstream(
-                    ErrorKind::UpstreamUnavailable,
-                    "the upstream refused the connection",
-                )
-                .retryable()
-            } else {
-                GatewayError::upstream(
-                    ErrorKind::UpstreamUnavailable,
-                    "the upstream closed the connection before responding",
-                )
-            };
-            return refuse(error, exchange, false);
-        }
-        Err(_) => {
-            let error = GatewayError::upstream(
-                ErrorKind::UpstreamTimeout,
-                format!(
-                    "the upstream did not respond within {:?}",
-                    policy.response_timeout
-                ),
-            );
-            return refuse(error, exchange, false);
-        }
+    let (response, lease) = match forward(service, outgoing, &exchange).await {
+        Ok(forwarded) => forwarded,
+        Err(error) => return refuse(error, exchange, false),
     };
+    drop(path);
 
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // We never asked for an upgrade (Upgrade is hop-by-hop), so this upstream is broken.
@@ -369,22 +252,10 @@ pub async fn handle(
         .headers
         .insert(X_REQUEST_ID, exchange.request_id.clone());
     exchange.set_status(parts.status.as_u16());
-    let body = GatewayBody::upstream(upstream_body, policy.idle_timeout).with_exchange(exchange);
+    let body = GatewayBody::upstream(upstream_body, policy.idle_timeout)
+        .with_lease(lease)
+        .with_exchange(exchange);
     Response::from_parts(parts, body)
-}
-
-fn upstream_request(
-    method: http::Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: RequestBody,
-) -> Request<RequestBody> {
-    let mut request = Request::new(body);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    request
 }
 
 /// A gateway-made error answer, logged under the request's exchange.
@@ -414,15 +285,4 @@ fn apply_header_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
     for (name, value) in &ops.set {
         headers.insert(name.clone(), value.clone());
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::observe::Live;
 use crate::router::Router;
 use crate::upstream::Service;
 
@@ -25,6 +26,7 @@ pub struct Runtime {
     pub trusted_proxies: Vec<IpNet>,
     /// Ops endpoints live on their own listener, not on the public one.
     pub admin_separate: bool,
+    pub live: Arc<Live>,
 }
 
 /// The handle the server shares between connections.
@@ -47,6 +49,7 @@ impl Runtime {
             max_header_bytes: config.server.max_header_bytes,
             trusted_proxies: config.server.trusted_proxies.clone(),
             admin_separate: config.server.admin_listen.is_some(),
+            live: Arc::new(Live::new()),
             config,
         })
     }

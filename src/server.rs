@@ -104,8 +104,10 @@ pub async fn serve(
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let open = shared.runtime.load().live.connection_opened();
         tracker.spawn(async move {
             serve_connection(stream, peer, shared, shutdown).await;
+            drop(open);
             drop(permit);
         });
     }

@@ -1,108 +1,168 @@
 //! Services and their endpoints, as the proxy sees them at runtime.
 //!
-//! A [`Service`] owns its endpoints and its pooled HTTP client (one pool per service, so each
-//! service's connect timeout applies to its own connections). Endpoint choice here is smooth
-//! weighted round robin (nginx's algorithm: each pick adds every endpoint's weight to its
-//! running score and takes the highest, then subtracts the total), which spreads a 5:1:1
-//! weighting as `a a b a c a a` rather than `a a a a a b c`. Latency-aware balancing, breakers
-//! and health checks build on this with the upstream-pools work (issue #3).
+//! A [`Service`] owns a [`Pool`] of endpoints (each with its breaker, latency estimate, health
+//! and counters), its balancer, its retry budget and its pooled HTTP client (one per service,
+//! so each service's connect timeout applies to its own connections). The proxy asks the pool
+//! for a [`Lease`] per attempt and records the attempt's outcome on it; `health` probes
+//! endpoints in the background when the service has a health check.
+//!
+//! Time is milliseconds (microseconds where latency is measured) on the service's [`Clock`] (Tokio's clock, so tests can pause it) and
+//! every piece of logic takes it as an argument; randomness comes from a `fastrand::Rng`
+//! passed in, so balancing and breaking are tested deterministically.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+pub mod balancer;
+pub mod breaker;
+pub mod endpoint;
+pub mod ewma;
+pub mod health;
+pub mod pool;
+pub mod window;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ServiceConfig, UpstreamUrl};
+use tokio::time::Instant;
+
+use crate::config::{FailureStatuses, HashKey, HealthCheckConfig, ServiceConfig};
 use crate::proxy::client::{self, UpstreamClient};
+pub use balancer::Candidates;
+pub use breaker::Outcome;
+pub use endpoint::{Endpoint, Lease, StreamKind};
+pub use pool::{Pool, Unavailable};
 
 pub struct Service {
     pub name: Arc<str>,
-    pub endpoints: Vec<Endpoint>,
+    pub pool: Pool,
     pub client: UpstreamClient,
-    /// Unpooled: a new connection per request, for replays.
+    /// Unpooled: a new connection per request, for retries.
     pub fresh_client: UpstreamClient,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
     pub preserve_host: bool,
-    picker: Picker,
+    pub max_retries: u32,
+    pub retry_budget: RetryBudget,
+    /// What a `hash` balancer keys on; `None` for other balancers.
+    pub hash_key: Option<HashKey>,
+    pub health_check: Option<HealthCheckConfig>,
+    /// Upstream statuses that count as failures (the breaker config's).
+    pub failure_statuses: FailureStatuses,
+    pub connect_timeout: Duration,
+    pub clock: Clock,
 }
 
-pub struct Endpoint {
-    pub url: UpstreamUrl,
-    /// `scheme://authority/base`, for logs.
-    pub label: Arc<str>,
+/// Milliseconds since the service was built, on Tokio's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
 }
 
-/// Smooth weighted round robin; a single endpoint or equal weights skip the lock.
-enum Picker {
-    Single,
-    Even(AtomicUsize),
-    Weighted(Mutex<Vec<i64>>),
+/// Retries may add at most ~20% to a service's traffic: every first attempt deposits a fifth
+/// of a retry, every retry withdraws one. The balance starts at, and is capped at, ten
+/// retries, so a quiet service can still retry and a failing one cannot multiply its load.
+#[derive(Debug)]
+pub struct RetryBudget {
+    /// In thousandths of a retry.
+    balance: AtomicI64,
 }
+
+const RETRY_COST: i64 = 1000;
+const RETRY_DEPOSIT: i64 = 200;
+const RETRY_RESERVE: i64 = 10 * RETRY_COST;
+
+// === impl Service ===
 
 impl Service {
     pub fn new(config: &ServiceConfig) -> Result<Service, String> {
-        let endpoints: Vec<Endpoint> = config
-            .upstreams
-            .iter()
-            .map(|url| Endpoint {
-                label: Arc::from(url.to_string()),
-                url: url.clone(),
-            })
-            .collect();
-        let weights_differ = endpoints
-            .windows(2)
-            .any(|w| w[0].url.weight != w[1].url.weight);
-        let picker = match endpoints.len() {
-            0 | 1 => Picker::Single,
-            n if weights_differ => Picker::Weighted(Mutex::new(vec![0; n])),
-            _ => Picker::Even(AtomicUsize::new(0)),
-        };
+        if config.upstreams.len() > balancer::MAX_ENDPOINTS {
+            return Err(format!(
+                "service {} has {} upstreams; at most {} are supported",
+                config.name,
+                config.upstreams.len(),
+                balancer::MAX_ENDPOINTS
+            ));
+        }
         Ok(Service {
             name: Arc::from(config.name.as_str()),
+            pool: Pool::new(config),
             client: client::build(config.connect_timeout, true)?,
             fresh_client: client::build(config.connect_timeout, false)?,
-            endpoints,
             response_timeout: config.response_timeout,
             idle_timeout: config.idle_timeout,
             preserve_host: config.preserve_host,
-            picker,
+            max_retries: config.max_retries,
+            retry_budget: RetryBudget::new(),
+            hash_key: match &config.balancer {
+                crate::config::BalancerKind::Hash(key) => Some(key.clone()),
+                _ => None,
+            },
+            health_check: config.health_check.clone(),
+            failure_statuses: config.breaker.failure_statuses,
+            connect_timeout: config.connect_timeout,
+            clock: Clock::new(),
         })
     }
 
-    /// The endpoint for the next request, or `None` when the service has none.
-    pub fn pick(&self) -> Option<&Endpoint> {
-        let index = match &self.picker {
-            Picker::Single => 0,
-            Picker::Even(next) => next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len(),
-            Picker::Weighted(scores) => {
-                let mut scores = scores
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                smooth_weighted_pick(&mut scores, self.endpoints.iter().map(|e| e.url.weight))
-            }
-        };
-        self.endpoints.get(index)
-    }
-
+    /// Whether the service has an endpoint that could take a request now.
     pub fn is_usable(&self) -> bool {
-        !self.endpoints.is_empty()
+        self.pool.has_usable(self.clock.now_ms())
     }
 }
 
-/// One step of smooth weighted round robin over `scores` (one per endpoint).
-fn smooth_weighted_pick(scores: &mut [i64], weights: impl Iterator<Item = u32>) -> usize {
-    let mut total = 0i64;
-    let mut best = 0;
-    for (i, weight) in weights.enumerate() {
-        let weight = i64::from(weight);
-        total += weight;
-        scores[i] += weight;
-        if scores[i] > scores[best] {
-            best = i;
+// === impl Clock ===
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock {
+            epoch: Instant::now(),
         }
     }
-    scores[best] -= total;
-    best
+
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+// === impl RetryBudget ===
+
+impl RetryBudget {
+    pub fn new() -> Self {
+        RetryBudget {
+            balance: AtomicI64::new(RETRY_RESERVE),
+        }
+    }
+
+    /// A first attempt was made.
+    pub fn deposit(&self) {
+        if self.balance.load(Ordering::Relaxed) < RETRY_RESERVE {
+            self.balance.fetch_add(RETRY_DEPOSIT, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes one retry from the budget, if it has one.
+    pub fn withdraw(&self) -> bool {
+        self.balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b >= RETRY_COST).then_some(b - RETRY_COST)
+            })
+            .is_ok()
+    }
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget::new()
+    }
 }
 
 #[cfg(test)]
@@ -110,23 +170,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn smooth_weighted_round_robin_interleaves() {
-        let weights = [5u32, 1, 1];
-        let mut scores = vec![0; 3];
-        let picks: Vec<usize> = (0..7)
-            .map(|_| smooth_weighted_pick(&mut scores, weights.iter().copied()))
-            .collect();
-        assert_eq!(picks, vec![0, 0, 1, 0, 2, 0, 0]);
-    }
-
-    #[test]
-    fn weighted_shares_hold_over_many_picks() {
-        let weights = [3u32, 1];
-        let mut scores = vec![0; 2];
-        let mut counts = [0; 2];
-        for _ in 0..400 {
-            counts[smooth_weighted_pick(&mut scores, weights.iter().copied())] += 1;
+    fn retries_are_bounded_by_a_fifth_of_traffic() {
+        let budget = RetryBudget::new();
+        // The reserve: ten retries with no traffic at all.
+        assert_eq!((0..20).filter(|_| budget.withdraw()).count(), 10);
+        // Then one retry per five requests.
+        for _ in 0..25 {
+            budget.deposit();
         }
-        assert_eq!(counts, [300, 100]);
+        assert_eq!((0..100).filter(|_| budget.withdraw()).count(), 5);
+        for _ in 0..1000 {
+            budget.deposit();
+        }
+        assert_eq!(
+            (0..1000).filter(|_| budget.withdraw()).count(),
+            10,
+            "capped"
+        );
     }
 }

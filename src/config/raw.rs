@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub cache: RawCache,
     pub websocket: RawWebSocket,
     pub pressure: RawPressure,
+    pub breaker: RawBreaker,
     pub services: BTreeMap<String, RawService>,
     /// Services whose table could not be read (already reported): known names, not validated.
     pub unreadable_services: std::collections::BTreeSet<String>,
@@ -104,6 +105,35 @@ pub struct RawService {
     pub response_timeout: Option<RawDuration>,
     pub idle_timeout: Option<RawDuration>,
     pub preserve_host: Option<bool>,
+    pub balancer: Option<String>,
+    pub hash_key: Option<String>,
+    pub breaker: Option<RawBreaker>,
+    pub health_check: Option<RawHealthCheck>,
+    pub max_retries: Option<u32>,
+    pub max_in_flight_per_endpoint: Option<u32>,
+}
+
+/// `[breaker]`, and a service's `breaker = { … }` (its keys override the section's).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub consecutive_failures: Option<u32>,
+    pub failure_ratio: Option<f64>,
+    pub window: Option<RawDuration>,
+    pub min_requests: Option<u32>,
+    pub open_for: Option<RawDuration>,
+    pub half_open_probes: Option<u32>,
+    pub failure_statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Option<String>,
+    pub interval: Option<RawDuration>,
+    pub timeout: Option<RawDuration>,
+    pub healthy_after: Option<u32>,
+    pub unhealthy_after: Option<u32>,
 }
 
 /// `"http://host:port"` or `{ url = "…", weight = 2 }`.
@@ -167,6 +197,7 @@ impl RawConfig {
                 "cache" => read(value, &key, &mut fail, &mut raw.cache),
                 "websocket" => read(value, &key, &mut fail, &mut raw.websocket),
                 "pressure" => read(value, &key, &mut fail, &mut raw.pressure),
+                "breaker" => read(value, &key, &mut fail, &mut raw.breaker),
                 "tls" => {
                     let mut tls = None;
                     read(value, &key, &mut fail, &mut tls);
@@ -205,7 +236,7 @@ impl RawConfig {
                 _ => errors.push((
                     key.clone(),
                     "unknown section (expected server, tls, log, auth, rate_limit, cache, \
-                     websocket, pressure, services or routes)"
+                     websocket, pressure, breaker, services or routes)"
                         .to_owned(),
                 )),
             }

@@ -15,6 +15,7 @@ use super::units::{parse_bool, parse_millis, parse_size, RawDuration, RawSize};
 use super::values::*;
 use super::*;
 
+mod pools;
 mod routes;
 mod services;
 
@@ -179,7 +180,19 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             .unwrap_or(Duration::from_secs(30)),
         None => Duration::from_secs(30),
     };
-    let services = services(&mut errors, &raw, env, response_timeout_default);
+    let breaker_defaults = pools::breaker(
+        &mut errors,
+        "breaker",
+        &BreakerConfig::default(),
+        &raw.breaker,
+    );
+    let services = services(
+        &mut errors,
+        &raw,
+        env,
+        response_timeout_default,
+        &breaker_defaults,
+    );
     let routes = raw
         .routes
         .iter()

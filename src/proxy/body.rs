@@ -15,7 +15,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 
 use super::idle::IdleTimer;
 use crate::observe::Exchange;
+use crate::upstream::Lease;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -45,8 +46,7 @@ pub struct BodyIdleTimeout(pub Duration);
 
 /// The client's body on its way upstream.
 pub struct RequestBody {
-    /// `None` for a request sent again without a body (see the proxy's replay).
-    inner: Option<Incoming>,
+    source: Source,
     received: u64,
     limit: u64,
     idle: IdleTimer,
@@ -56,7 +56,23 @@ pub struct RequestBody {
 /// Every response body sluice sends.
 pub struct GatewayBody {
     kind: Kind,
+    /// The upstream endpoint's lease: the request counts as in flight there until this body
+    /// is done. Dropped before the exchange, so the access log sees the final counts.
+    lease: Option<Lease>,
     exchange: Option<Arc<Exchange>>,
+}
+
+/// A client body not yet handed to an upstream connection. It stays here until the first
+/// attempt's connection polls it, so when that attempt fails before sending a byte (connect
+/// refused, or reset before the body was read) the next attempt can send the same body.
+#[derive(Clone)]
+pub struct UnsentBody(Arc<Mutex<Option<Incoming>>>);
+
+enum Source {
+    Empty,
+    /// Taken from the [`UnsentBody`] on first poll.
+    Unsent(UnsentBody),
+    Streaming(Incoming),
 }
 
 enum Kind {
@@ -67,17 +83,18 @@ enum Kind {
 // === impl RequestBody ===
 
 impl RequestBody {
+    /// The body of one attempt, from `unsent`; it takes the client's body on first poll.
     pub fn new(
-        inner: Incoming,
+        unsent: &UnsentBody,
         limit: u64,
         idle_timeout: Duration,
         exchange: Arc<Exchange>,
     ) -> Self {
-        if inner.is_end_stream() {
+        if unsent.is_end_stream() {
             exchange.request_body_done();
         }
         RequestBody {
-            inner: Some(inner),
+            source: Source::Unsent(unsent.clone()),
             received: 0,
             limit,
             idle: IdleTimer::new(idle_timeout),
@@ -89,7 +106,7 @@ impl RequestBody {
     pub fn empty(exchange: Arc<Exchange>) -> Self {
         exchange.request_body_done();
         RequestBody {
-            inner: None,
+            source: Source::Empty,
             received: 0,
             limit: 0,
             idle: IdleTimer::new(Duration::MAX),
@@ -112,7 +129,17 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
+        if let Source::Unsent(unsent) = &this.source {
+            this.source = match unsent.take() {
+                Some(inner) => Source::Streaming(inner),
+                None => {
+                    // Another attempt's connection took it: this attempt has nothing to send.
+                    let error = std::io::Error::other("the request body went to another attempt");
+                    return this.fail(Box::new(error));
+                }
+            };
+        }
+        let Source::Streaming(inner) = &mut this.source else {
             return Poll::Ready(None);
         };
         match Pin::new(&mut *inner).poll_frame(cx) {
@@ -145,13 +172,50 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+        match &self.source {
+            Source::Empty => true,
+            Source::Unsent(unsent) => unsent.is_end_stream(),
+            Source::Streaming(inner) => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
+        match &self.source {
+            Source::Empty => SizeHint::with_exact(0),
+            Source::Unsent(unsent) => unsent.size_hint(),
+            Source::Streaming(inner) => inner.size_hint(),
+        }
+    }
+}
+
+// === impl UnsentBody ===
+
+impl UnsentBody {
+    pub fn new(inner: Incoming) -> Self {
+        UnsentBody(Arc::new(Mutex::new(Some(inner))))
+    }
+
+    /// Whether no attempt has started sending it yet.
+    pub fn is_unsent(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    fn take(&self) -> Option<Incoming> {
+        self.lock().take()
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.lock().as_ref().is_none_or(Incoming::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.lock()
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Incoming>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -161,6 +225,7 @@ impl GatewayBody {
     pub fn full(bytes: Bytes) -> Self {
         GatewayBody {
             kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
+            lease: None,
             exchange: None,
         }
     }
@@ -171,8 +236,15 @@ impl GatewayBody {
                 inner,
                 idle: IdleTimer::new(idle_timeout),
             },
+            lease: None,
             exchange: None,
         }
+    }
+
+    /// Holds the endpoint's lease until this body is done.
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// Attaches the request's record; it is finished when this body is.

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::RequestBody;
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+pub type Client<B> = legacy::Client<HttpsConnector<HttpConnector>, B>;
+pub type UpstreamClient = Client<RequestBody>;
 
 /// How long an unused pooled connection is kept. Default is 4 seconds: under the shortest
 /// common upstream keep-alive timeout (Node.js and Apache close after 5 s, nginx after 75 s),
@@ -23,7 +24,12 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// A client with a connection pool, or (`pooled = false`) one that opens a new connection for
 /// every request: the proxy's replay of a request that died on a pooled connection must not
 /// land on another one about to die.
-pub fn build(connect_timeout: Duration, pooled: bool) -> Result<UpstreamClient, String> {
+pub fn build<B>(connect_timeout: Duration, pooled: bool) -> Result<Client<B>, String>
+where
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
@@ -36,7 +42,7 @@ pub fn build(connect_timeout: Duration, pooled: bool) -> Result<UpstreamClient, 
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    let mut builder = Client::builder(TokioExecutor::new());
+    let mut builder = legacy::Client::builder(TokioExecutor::new());
     if !pooled {
         builder.pool_max_idle_per_host(0);
     }

@@ -16,6 +16,9 @@ use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::config::HashKey;
+use crate::upstream::balancer::hash_bytes;
+
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -262,6 +265,23 @@ pub fn is_valid_traceparent(value: &[u8]) -> bool {
                 && hex(flags, 2)
         }
         _ => false,
+    }
+}
+
+/// The value a `hash` balancer keys this request on, hashed; `None` when the request does not
+/// carry it (no such header or cookie), which makes the request non-sticky.
+pub fn hash_key(key: &HashKey, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
+    match key {
+        HashKey::ClientIp => Some(hash_bytes(canonical(client).to_string().as_bytes())),
+        HashKey::Header(name) => headers.get(name).map(|v| hash_bytes(v.as_bytes())),
+        HashKey::Cookie(name) => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, value)| hash_bytes(value.as_bytes())),
     }
 }
 

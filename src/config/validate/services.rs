@@ -8,13 +8,14 @@ use super::super::raw::{RawConfig, RawService, RawUpstream};
 use super::super::units::RawDuration;
 use super::super::values::*;
 use super::super::*;
-use super::Errors;
+use super::{pools, Errors};
 
 pub(super) fn services(
     errors: &mut Errors,
     raw: &RawConfig,
     env: &Env,
     response_timeout: Duration,
+    breaker_defaults: &BreakerConfig,
 ) -> BTreeMap<String, ServiceConfig> {
     let env_upstreams: BTreeMap<String, Vec<String>> = match env.get("UPSTREAMS") {
         None => BTreeMap::new(),
@@ -112,6 +113,40 @@ pub(super) fn services(
                 Duration::from_secs(60),
             ),
             preserve_host: file.preserve_host.unwrap_or(false),
+            balancer: pools::balancer(
+                errors,
+                &path,
+                file.balancer.as_deref(),
+                file.hash_key.as_deref(),
+            ),
+            breaker: match &file.breaker {
+                Some(raw) => {
+                    pools::breaker(errors, &format!("{path}.breaker"), breaker_defaults, raw)
+                }
+                None => breaker_defaults.clone(),
+            },
+            health_check: file
+                .health_check
+                .as_ref()
+                .and_then(|raw| pools::health_check(errors, &format!("{path}.health_check"), raw)),
+            max_retries: match file.max_retries {
+                Some(n) if n > 10 => {
+                    errors.push(format!("{path}.max_retries"), "must be at most 10");
+                    2
+                }
+                Some(n) => n,
+                None => 2,
+            },
+            max_in_flight_per_endpoint: match file.max_in_flight_per_endpoint {
+                Some(0) => {
+                    errors.push(
+                        format!("{path}.max_in_flight_per_endpoint"),
+                        "must be at least 1 (leave it out for no cap)",
+                    );
+                    None
+                }
+                other => other,
+            },
         };
         services.insert(name.clone(), service);
     }

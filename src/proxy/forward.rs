@@ -1,0 +1,335 @@
+//! Sending one request upstream: pick an endpoint, send, classify what came back, and maybe
+//! try again elsewhere.
+//!
+//! ```text
+//! pick (balancer + breaker) ─► send with the response timeout ─► response head?
+//!   yes ─► 5xx in failure_statuses counts against the endpoint, anything else for it
+//!   no  ─► the client's own fault (body too large, stalled, malformed)? answer it, count nothing
+//!       ─► connect error, or reset before any response ─► count a failure ─► retry?
+//! ```
+//!
+//! A retry happens only when nothing of the request can have been processed twice: a connect
+//! error for any method, a reset before any response for an idempotent one (RFC 9110
+//! §9.2.2) — and in both cases only while the body has not started to go out. It goes to an
+//! endpoint this request has not tried (the same one after a reset when no other is usable),
+//! on a new connection, bounded by the service's `max_retries` and its retry budget. Nothing
+//! reaches the client before this function returns, so no retry follows response bytes.
+//!
+//! One case is not a retry: a reset on a *pooled* connection is most often a keep-alive
+//! connection the upstream closed just as we reused it. That request is replayed once on a
+//! new connection to the same endpoint, without counting a failure: the endpoint is fine.
+
+use std::sync::Arc;
+
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{
+    caused_by, BodyIdleTimeout, BodyTooLarge, ClientBodyError, RequestBody, UnsentBody,
+};
+use crate::config::UpstreamUrl;
+use crate::error::{ErrorKind, GatewayError, Side};
+use crate::observe::Exchange;
+use crate::upstream::{Candidates, Lease, Outcome, Service, StreamKind, Unavailable};
+
+/// Everything about the request that does not change from one attempt to the next.
+pub(super) struct Outgoing<'a> {
+    pub method: Method,
+    pub headers: HeaderMap,
+    /// `None` for a request without a body.
+    pub body: Option<UnsentBody>,
+    /// The path after routing (strip/rewrite), appended to the endpoint's base path.
+    pub forward_path: &'a str,
+    pub query: Option<&'a str>,
+    pub hash_key: Option<u64>,
+    pub response_timeout: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
+    pub max_request_body: u64,
+}
+
+/// How one attempt ended without a response head.
+enum Failure {
+    Connect(hyper_util::client::legacy::Error),
+    Reset(hyper_util::client::legacy::Error),
+    Timeout,
+}
+
+/// Sends `out` to one of `service`'s endpoints, retrying where that is safe. On success, the
+/// response head and the lease to keep until its body is done.
+pub(super) async fn forward(
+    service: &Service,
+    out: Outgoing<'_>,
+    exchange: &Arc<Exchange>,
+) -> Result<(Response<Incoming>, Lease), GatewayError> {
+    let mut rng = fastrand::Rng::new();
+    let mut tried = Candidates::default();
+    let mut attempt = 0u32;
+    // The endpoint to replay on after a reset on a reused pooled connection (see below).
+    let mut replay_on: Option<Arc<crate::upstream::Endpoint>> = None;
+    let mut pooled = true;
+    let mut headers = Some(out.headers);
+    // Without a body the response timeout runs from now, across attempts; with one it starts
+    // once the body has been sent (a stalled upload is the body's idle timeout's business).
+    let deadline = Instant::now() + out.response_timeout;
+    service.retry_budget.deposit();
+    loop {
+        let now = service.clock.now_us();
+        let picked = match replay_on.take().and_then(|e| e.lease(now)) {
+            Some(lease) => Ok(lease),
+            None => service.pool.pick(now, out.hash_key, &tried, &mut rng),
+        };
+        let mut lease = match picked {
+            Ok(lease) => lease,
+            Err(Unavailable { retry_after_secs }) => {
+                return Err(GatewayError::new(
+                    ErrorKind::NoHealthyUpstream,
+                    Side::Upstream,
+                    format!("no usable upstream for service {}", service.name),
+                )
+                .with_retry_after(retry_after_secs));
+            }
+        };
+        let endpoint = lease.endpoint().clone();
+        let Some(uri) = upstream_uri(&endpoint.url, out.forward_path, out.query) else {
+            return Err(GatewayError::client(
+                ErrorKind::BadRequest,
+                "the request target cannot be forwarded",
+            ));
+        };
+        let may_retry = attempt < service.max_retries || pooled;
+        let attempt_headers = match (&headers, may_retry) {
+            (Some(h), true) => h.clone(),
+            _ => headers.take().unwrap_or_default(),
+        };
+        let body = match &out.body {
+            Some(unsent) => RequestBody::new(
+                unsent,
+                out.max_request_body,
+                out.idle_timeout,
+                exchange.clone(),
+            ),
+            None => RequestBody::empty(exchange.clone()),
+        };
+        let request = upstream_request(out.method.clone(), uri, attempt_headers, body);
+        // Retries use a new connection: the pooled one next in line may be as stale as the
+        // one that just failed.
+        let client = if pooled {
+            &service.client
+        } else {
+            &service.fresh_client
+        };
+        let sent = if out.body.is_some() {
+            let upload_then_wait = async {
+                exchange.request_body_sent().await;
+                tokio::time::sleep(out.response_timeout).await;
+            };
+            tokio::select! {
+                sent = client.request(request) => Some(sent),
+                () = upload_then_wait => None,
+            }
+        } else {
+            tokio::time::timeout_at(deadline, client.request(request))
+                .await
+                .ok()
+        };
+        let failure = match sent {
+            Some(Ok(response)) => {
+                exchange.set_upstream(endpoint.label.clone());
+                let outcome = if service
+                    .failure_statuses
+                    .contains(response.status().as_u16())
+                {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
+                lease.record(outcome, service.clock.now_us());
+                if is_event_stream(response.headers()) {
+                    lease.set_kind(StreamKind::Sse);
+                }
+                return Ok((response, lease));
+            }
+            Some(Err(e)) => {
+                if let Some(error) = client_side(&e, out.max_request_body, out.idle_timeout) {
+                    // The client's doing: the lease goes back unrecorded.
+                    exchange.set_upstream(endpoint.label.clone());
+                    return Err(error);
+                }
+                if e.is_connect() {
+                    Failure::Connect(e)
+                } else {
+                    Failure::Reset(e)
+                }
+            }
+            None => Failure::Timeout,
+        };
+        let body_unsent = out.body.as_ref().is_none_or(UnsentBody::is_unsent);
+        let safe_to_repeat = body_unsent
+            && match &failure {
+                Failure::Connect(_) => true,
+                Failure::Reset(_) => out.method.is_idempotent(),
+                Failure::Timeout => false,
+            };
+        if pooled && safe_to_repeat && matches!(failure, Failure::Reset(_)) {
+            // A reset on a pooled connection is most often a keep-alive connection the
+            // upstream closed just as we reused it: the endpoint is fine. Replay once on a
+            // new connection to the same endpoint, outside the retry count and budget, and
+            // let that attempt's outcome be the one the breaker hears.
+            log_failure(exchange, &endpoint.label, &failure, true);
+            drop(lease);
+            replay_on = Some(endpoint);
+            pooled = false;
+            continue;
+        }
+        pooled = false;
+        lease.record(Outcome::Failure, service.clock.now_us());
+        drop(lease);
+        let may_retry = attempt < service.max_retries;
+        let mut retrying = false;
+        if may_retry && safe_to_repeat {
+            if let Some(index) = service.pool.index_of(&endpoint) {
+                tried.insert(index);
+            }
+            // After a reset the same endpoint may be tried again when nothing else is usable.
+            if matches!(failure, Failure::Reset(_)) && !other_usable(service, &tried) {
+                tried = Candidates::default();
+            }
+            retrying = other_usable(service, &tried) && service.retry_budget.withdraw();
+        }
+        log_failure(exchange, &endpoint.label, &failure, retrying);
+        if retrying {
+            attempt += 1;
+            continue;
+        }
+        exchange.set_upstream(endpoint.label.clone());
+        return Err(failure_error(failure, out.response_timeout));
+    }
+}
+
+/// Whether some endpoint not in `tried` could take a request now.
+fn other_usable(service: &Service, tried: &Candidates) -> bool {
+    let now = service.clock.now_ms();
+    service
+        .pool
+        .endpoints()
+        .iter()
+        .enumerate()
+        .any(|(i, e)| !tried.contains(i) && e.is_usable(now))
+}
+
+/// The upstream URI: endpoint base + routed path + the raw query, nothing re-encoded.
+fn upstream_uri(url: &UpstreamUrl, forward_path: &str, query: Option<&str>) -> Option<Uri> {
+    let mut target = String::with_capacity(
+        url.base_path.len() + forward_path.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    target.push_str(&url.base_path);
+    target.push_str(forward_path);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    let path_and_query = PathAndQuery::from_maybe_shared(target).ok()?;
+    Uri::builder()
+        .scheme(url.scheme.clone())
+        .authority(url.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .ok()
+}
+
+fn upstream_request(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    request
+}
+
+/// The error to answer when sending failed because of the client's body, if it did.
+fn client_side(
+    e: &hyper_util::client::legacy::Error,
+    max_request_body: u64,
+    idle_timeout: std::time::Duration,
+) -> Option<GatewayError> {
+    let error = if caused_by::<BodyTooLarge>(e) {
+        GatewayError::client(
+            ErrorKind::PayloadTooLarge,
+            format!("request body exceeds {max_request_body} bytes"),
+        )
+    } else if caused_by::<BodyIdleTimeout>(e) {
+        GatewayError::client(
+            ErrorKind::RequestTimeout,
+            format!("the request body stalled for {idle_timeout:?}"),
+        )
+    } else if caused_by::<ClientBodyError>(e) {
+        GatewayError::client(
+            ErrorKind::BadRequest,
+            "the request body could not be read (malformed chunked encoding?)",
+        )
+    } else {
+        return None;
+    };
+    Some(error.closing())
+}
+
+fn failure_error(failure: Failure, response_timeout: std::time::Duration) -> GatewayError {
+    match failure {
+        Failure::Connect(_) => GatewayError::upstream(
+            ErrorKind::UpstreamUnavailable,
+            "the upstream refused the connection",
+        )
+        .retryable(),
+        Failure::Reset(_) => GatewayError::upstream(
+            ErrorKind::UpstreamUnavailable,
+            "the upstream closed the connection before responding",
+        ),
+        Failure::Timeout => GatewayError::upstream(
+            ErrorKind::UpstreamTimeout,
+            format!("the upstream did not respond within {response_timeout:?}"),
+        ),
+    }
+}
+
+fn log_failure(exchange: &Exchange, upstream: &str, failure: &Failure, retrying: bool) {
+    let request_id = exchange.request_id.to_str().unwrap_or_default();
+    match failure {
+        Failure::Connect(e) | Failure::Reset(e) => tracing::warn!(
+            request_id,
+            upstream,
+            retrying,
+            error = %error_chain(e),
+            "upstream request failed"
+        ),
+        Failure::Timeout => tracing::warn!(request_id, upstream, "upstream timed out"),
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

@@ -1,0 +1,148 @@
+//! Peak-EWMA latency of one endpoint, the "how slow is it lately" half of P2C's load.
+//!
+//! The estimate follows Finagle's and Linkerd's peak EWMA: a sample above the current estimate
+//! replaces it at once (latency spikes are believed immediately), a sample below it is blended
+//! in with a weight that grows with the time since the last sample. Between samples the
+//! estimate decays towards zero with time constant `decay`: an endpoint that was slow once and
+//! then got no traffic looks cheaper and cheaper until the balancer tries it again, so a
+//! recovered endpoint is never starved. A new endpoint starts at zero and is therefore tried
+//! early, which is how it gets probed.
+//!
+//! The estimate (microseconds, `f32`) and the time of the last sample (milliseconds on the
+//! service clock, wrapping `u32`) share one `AtomicU64`: reading is one load, updating a
+//! compare-and-swap loop, and no lock is ever taken on the request path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How quickly an estimate forgets. Five seconds: an endpoint 80 ms slower than its peers is
+/// retried about every 11 s while idle, and one that recovered is back within seconds.
+pub const DEFAULT_DECAY_MS: f64 = 5_000.0;
+
+/// A failure counts as a sample this slow (in microseconds), so an endpoint that fails fast
+/// (connection refused in 100 µs) does not look like the fastest one.
+pub const FAILURE_PENALTY_US: f64 = 1_000_000.0;
+
+#[derive(Debug)]
+pub struct PeakEwma {
+    packed: AtomicU64,
+    decay_ms: f64,
+}
+
+// === impl PeakEwma ===
+
+impl PeakEwma {
+    pub fn new(decay_ms: f64) -> Self {
+        PeakEwma {
+            packed: AtomicU64::new(pack(0.0, 0)),
+            decay_ms,
+        }
+    }
+
+    /// The estimate in microseconds at `now_ms`, decayed for the time since the last sample.
+    pub fn cost(&self, now_ms: u64) -> f64 {
+        let (cost, stamp) = unpack(self.packed.load(Ordering::Relaxed));
+        cost * self.decay(now_ms, stamp)
+    }
+
+    /// The estimate as of the last sample, undecayed (for stats).
+    pub fn last_estimate(&self) -> f64 {
+        unpack(self.packed.load(Ordering::Relaxed)).0
+    }
+
+    /// Adds one latency sample, in microseconds.
+    pub fn observe(&self, rtt_us: f64, now_ms: u64) {
+        let mut current = self.packed.load(Ordering::Relaxed);
+        loop {
+            let (cost, stamp) = unpack(current);
+            let decay = self.decay(now_ms, stamp);
+            let decayed = cost * decay;
+            let next = if rtt_us > decayed {
+                rtt_us
+            } else {
+                // Weight the new sample by how long it has been since the last one.
+                decayed + (rtt_us - decayed) * (1.0 - decay)
+            };
+            match self.packed.compare_exchange_weak(
+                current,
+                pack(next, now_ms),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    fn decay(&self, now_ms: u64, stamp: u32) -> f64 {
+        // Wrapping: the stamp is the low 32 bits of the clock (49 days), elapsed is exact
+        // as long as an endpoint sees a sample or a pick more often than that.
+        let elapsed = (now_ms as u32).wrapping_sub(stamp);
+        (-f64::from(elapsed) / self.decay_ms).exp()
+    }
+}
+
+fn pack(cost_us: f64, now_ms: u64) -> u64 {
+    (u64::from((cost_us as f32).to_bits()) << 32) | (now_ms & 0xffff_ffff)
+}
+
+fn unpack(packed: u64) -> (f64, u32) {
+    (
+        f64::from(f32::from_bits((packed >> 32) as u32)),
+        packed as u32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spike_is_believed_at_once_and_forgotten_with_time() {
+        let ewma = PeakEwma::new(DEFAULT_DECAY_MS);
+        assert_eq!(
+            ewma.cost(0),
+            0.0,
+            "a new endpoint looks free, so it gets tried"
+        );
+        ewma.observe(10_000.0, 0);
+        assert_eq!(ewma.cost(0), 10_000.0);
+        ewma.observe(90_000.0, 10);
+        assert!((ewma.cost(10) - 90_000.0).abs() < 1.0);
+        // One decay constant later, e^-1 of it remains.
+        let later = ewma.cost(10 + 5_000);
+        assert!(
+            (later - 90_000.0 / std::f64::consts::E).abs() < 10.0,
+            "{later}"
+        );
+    }
+
+    #[test]
+    fn lower_samples_are_blended_by_elapsed_time() {
+        let ewma = PeakEwma::new(1_000.0);
+        ewma.observe(100_000.0, 0);
+        // Right after the spike a fast sample barely moves it; a second later it counts more.
+        ewma.observe(10_000.0, 1);
+        assert!(ewma.cost(1) > 99_000.0);
+        ewma.observe(10_000.0, 1_001);
+        let cost = ewma.cost(1_001);
+        assert!(cost > 10_000.0 && cost < 40_000.0, "{cost}");
+    }
+
+    proptest::proptest! {
+        /// The estimate never leaves the range of its samples (it only decays below it).
+        #[test]
+        fn estimate_stays_within_the_samples(samples in proptest::collection::vec((1u32..5_000_000, 0u64..2_000), 1..50)) {
+            let ewma = PeakEwma::new(DEFAULT_DECAY_MS);
+            let mut now = 0;
+            let max = samples.iter().map(|s| s.0).max().unwrap_or(0);
+            for (rtt, gap) in samples {
+                now += gap;
+                ewma.observe(f64::from(rtt), now);
+                let cost = ewma.cost(now);
+                proptest::prop_assert!(cost <= f64::from(max) * 1.0001);
+                proptest::prop_assert!(cost >= 0.0);
+            }
+        }
+    }
+}
