@@ -11,6 +11,7 @@ mod cli;
 mod forwarding;
 mod framing;
 mod limits;
+mod pools;
 mod routing;
 mod server;
 mod timeouts;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::breaker::{Admission, Breaker, Outcome, State, Transition};
-use super::ewma::{PeakEwma, DEFAULT_DECAY_MS, FAILURE_PENALTY_US};
+use super::ewma::{PeakEwma, DEFAULT_DECAY_MS};
 use super::window::Window;
 use crate::config::{BreakerConfig, UpstreamUrl};
 
@@ -222,8 +222,7 @@ impl Lease {
         &self.endpoint
     }
 
-    /// Records how the attempt went, once; later calls do nothing. A failure also counts as a
-    /// slow sample so that an endpoint failing fast does not attract traffic.
+    /// Records how the attempt went, once; later calls do nothing.
     pub fn record(&mut self, outcome: Outcome, now_us: u64) {
         let Some(admission) = self.admission.take() else {
             return;
@@ -232,12 +231,12 @@ impl Lease {
         let endpoint = &self.endpoint;
         let latency_us = now_us.saturating_sub(self.started_us);
         let failed = outcome == Outcome::Failure;
-        let sample = if failed {
-            (latency_us as f64).max(FAILURE_PENALTY_US)
-        } else {
-            latency_us as f64
-        };
-        endpoint.ewma.observe(sample, now_ms);
+        // Failures are the breaker's business. Fed to the EWMA, a fast failure (connection
+        // refused in 100 µs) would attract traffic, and a penalty would keep traffic away
+        // long after the breaker has let the endpoint back in.
+        if !failed {
+            endpoint.ewma.observe(latency_us as f64, now_ms);
+        }
         let stats = &endpoint.stats;
         stats.requests_total.fetch_add(1, Ordering::Relaxed);
         if failed {

@@ -18,10 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// retried about every 11 s while idle, and one that recovered is back within seconds.
 pub const DEFAULT_DECAY_MS: f64 = 5_000.0;
 
-/// A failure counts as a sample this slow (in microseconds), so an endpoint that fails fast
-/// (connection refused in 100 µs) does not look like the fastest one.
-pub const FAILURE_PENALTY_US: f64 = 1_000_000.0;
-
 #[derive(Debug)]
 pub struct PeakEwma {
     packed: AtomicU64,

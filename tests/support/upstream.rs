@@ -16,6 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// What the upstream saw.
 #[derive(Debug, Clone)]
@@ -58,6 +59,7 @@ type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 pub struct Upstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Recorded>>>,
+    killed: CancellationToken,
 }
 
 impl Reply {
@@ -98,27 +100,55 @@ impl Upstream {
     }
 
     pub async fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::start_on("127.0.0.1:0".parse().unwrap(), handler).await
+    }
+
+    /// Listens on `addr` (to bring a killed upstream back on its old port).
+    pub async fn start_on(
+        addr: SocketAddr,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let handler: Handler = Arc::new(handler);
         let log = received.clone();
+        let killed = CancellationToken::new();
+        let stop = killed.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = stop.cancelled() => return,
+                };
+                let Ok((stream, _)) = accepted else {
                     return;
                 };
                 let handler = handler.clone();
                 let log = log.clone();
+                let stop = stop.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| answer(req, handler.clone(), log.clone()));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        // Dropping the connection closes its socket, as a dying process would.
+                        () = stop.cancelled() => {}
+                    }
                 });
             }
         });
-        Upstream { addr, received }
+        Upstream {
+            addr,
+            received,
+            killed,
+        }
+    }
+
+    /// Stops listening and drops every open connection, like a process that died.
+    pub fn kill(&self) {
+        self.killed.cancel();
     }
 
     pub fn url(&self) -> String {
