@@ -382,3 +382,80 @@ fn empty_upstream_lists_and_unbounded_sizes_are_refused() {
     );
     assert_eq!(errors.len(), 2, "{errors:#?}");
 }
+
+#[test]
+fn pool_keys_are_checked_by_their_path() {
+    let toml = r#"
+        [breaker]
+        consecutive_failures = 0
+        failure_ratio = 1.5
+        failure_statuses = [404, 503]
+        [services.a]
+        upstreams = ["http://127.0.0.1:1"]
+        balancer = "fastest"
+        max_retries = 11
+        max_in_flight_per_endpoint = 0
+        health_check = { interval = "1s" }
+        [services.b]
+        upstreams = ["http://127.0.0.1:2"]
+        hash_key = "header:x-user"
+        breaker = { window = "2m" }
+        [services.c]
+        upstreams = ["http://127.0.0.1:3"]
+        balancer = "hash"
+        hash_key = "cookie:"
+        health_check = { path = "/h", interval = "1s", timeout = "2s" }
+    "#;
+    let errors = errors_of(Some(toml), &[]);
+    for expected in [
+        "breaker.consecutive_failures: must be at least 1",
+        "breaker.failure_ratio: must be above 0 and at most 1",
+        "breaker.failure_statuses: only 5xx statuses can count as failures, got 404",
+        "services.a.balancer: unknown balancer \"fastest\"",
+        "services.a.max_retries: must be at most 10",
+        "services.a.max_in_flight_per_endpoint: must be at least 1",
+        "services.a.health_check.path: required",
+        "services.b.hash_key: only used with balancer = \"hash\"",
+        "services.b.breaker.window: must be between 1s and 60s",
+        "services.c.hash_key: expected \"ip\", \"header:<name>\" or \"cookie:<name>\"",
+        "services.c.health_check.timeout: must not be longer than the interval",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "missing {expected:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), 11, "{errors:#?}");
+}
+
+#[test]
+fn a_service_breaker_overrides_the_defaults_key_by_key() {
+    let toml = r#"
+        [breaker]
+        consecutive_failures = 7
+        open_for = "20s"
+        [services.a]
+        upstreams = ["http://127.0.0.1:1"]
+        breaker = { open_for = "1m", failure_statuses = [502] }
+        balancer = "hash"
+        hash_key = "header:x-user"
+        [services.b]
+        upstreams = ["http://127.0.0.1:2"]
+    "#;
+    let config = Config::from_sources(Some(toml), &env(&[])).unwrap();
+    let a = &config.services["a"];
+    assert_eq!(a.breaker.consecutive_failures, 7);
+    assert_eq!(a.breaker.open_for, Duration::from_secs(60));
+    assert!(a.breaker.failure_statuses.contains(502));
+    assert!(!a.breaker.failure_statuses.contains(500));
+    assert_eq!(
+        a.balancer,
+        BalancerKind::Hash(HashKey::Header(HeaderName::from_static("x-user")))
+    );
+    let b = &config.services["b"];
+    assert_eq!(b.breaker.open_for, Duration::from_secs(20));
+    assert!(b.breaker.failure_statuses.contains(599));
+    assert!(!b.breaker.failure_statuses.contains(499));
+    assert_eq!(b.balancer, BalancerKind::P2cEwma);
+    assert_eq!(b.max_retries, 2);
+}
