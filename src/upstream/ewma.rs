@@ -37,6 +37,10 @@ impl PeakEwma {
     /// The estimate in microseconds at `now_ms`, decayed for the time since the last sample.
     pub fn cost(&self, now_ms: u64) -> f64 {
         let (cost, stamp) = unpack(self.packed.load(Ordering::Relaxed));
+        // Under load most picks land in the millisecond of the last sample: skip the `exp`.
+        if cost == 0.0 || (now_ms as u32) == stamp {
+            return cost;
+        }
         cost * self.decay(now_ms, stamp)
     }
 
