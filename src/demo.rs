@@ -1,14 +1,16 @@
 //! `sluice demo`: the first thing a newcomer runs. It starts five small upstreams on loopback
 //! ports chosen by the OS, then the gateway in front of them with an embedded configuration,
-//! and prints what to try.
+//! and prints what to try. `fast` has three endpoints and `flaky` two, so balancing and
+//! circuit breakers can be watched in `/admin/stats`; every answer names the endpoint
+//! (`served_by`).
 //!
-//! | service  | behaviour |
-//! |----------|-----------|
-//! | `fast`   | answers at once with JSON describing the request it received |
-//! | `slow`   | waits `?ms=` milliseconds (default 1500) first |
-//! | `flaky`  | 500 when the path contains `/fail` or `?fail=1`; `POST /toggle` breaks or mends it for every request |
-//! | `ticker` | Server-Sent Events: one `tick` event a second, forever |
-//! | `echo`   | WebSocket echo (bridging through the gateway arrives with issue #4) |
+//! | service  | endpoints | behaviour |
+//! |----------|-----------|-----------|
+//! | `fast`   | 3 | answers at once with JSON describing the request it received |
+//! | `slow`   | 1 | waits `?ms=` milliseconds (default 1500) first |
+//! | `flaky`  | 2 | 500 when the path contains `/fail` or `?fail=1`; `POST /toggle` breaks or mends the endpoint it reaches, for every request |
+//! | `ticker` | 1 | Server-Sent Events: one `tick` event a second, forever |
+//! | `echo`   | 1 | WebSocket echo (bridging through the gateway arrives with issue #4) |
 //!
 //! These are demonstration servers, not test fakes: the integration tests have their own.
 
@@ -48,12 +50,13 @@ enum Kind {
     Echo,
 }
 
-const SERVICES: [(&str, Kind); 5] = [
-    ("fast", Kind::Fast),
-    ("slow", Kind::Slow),
-    ("flaky", Kind::Flaky),
-    ("ticker", Kind::Ticker),
-    ("echo", Kind::Echo),
+/// Name, behaviour, number of endpoints.
+const SERVICES: [(&str, Kind, usize); 5] = [
+    ("fast", Kind::Fast, 3),
+    ("slow", Kind::Slow, 1),
+    ("flaky", Kind::Flaky, 2),
+    ("ticker", Kind::Ticker, 1),
+    ("echo", Kind::Echo, 1),
 ];
 
 /// Runs the demo until SIGINT/SIGTERM. `listen` defaults to 127.0.0.1:8080.
@@ -62,15 +65,20 @@ pub fn run(listen: Option<SocketAddr>) -> Result<(), String> {
     // first (OS-chosen ports), hand them to Tokio once the runtime runs.
     let mut listeners = Vec::new();
     let mut upstreams = serde_json::Map::new();
-    for (name, kind) in SERVICES {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| format!("demo upstream {name}: {e}"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("demo upstream {name}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        upstreams.insert(name.into(), json!([format!("http://{addr}")]));
-        listeners.push((listener, kind));
+    for (name, kind, count) in SERVICES {
+        let mut urls = Vec::new();
+        for n in 1..=count {
+            let label = format!("{name}#{n}");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| format!("demo upstream {label}: {e}"))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("demo upstream {label}: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            urls.push(format!("http://{addr}"));
+            listeners.push((listener, kind, label));
+        }
+        upstreams.insert(name.into(), json!(urls));
     }
     let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let upstreams = serde_json::Value::Object(upstreams).to_string();
@@ -83,9 +91,9 @@ pub fn run(listen: Option<SocketAddr>) -> Result<(), String> {
     let mut config = config;
     config.server.listen = listen;
     crate::run_with(config, move |gateway| {
-        for (listener, kind) in listeners {
+        for (listener, kind, label) in listeners {
             let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-            tokio::spawn(serve_upstream(listener, kind));
+            tokio::spawn(serve_upstream(listener, kind, label));
         }
         print_banner(gateway.local_addr());
         Ok(())
@@ -119,7 +127,9 @@ fn print_banner(addr: SocketAddr) {
          curl {base}/legacy/v1/items                      # strip_prefix + rewrite → /v2/items\n  \
          curl {base}/api/slow/report?ms=500               # a slow upstream\n  \
          curl -i {base}/api/flaky/fail                    # an upstream error, passed through\n  \
-         curl -X POST {base}/api/flaky/toggle             # break (or mend) the flaky service\n  \
+         curl -X POST {base}/api/flaky/toggle             # break (or mend) one of flaky's two endpoints\n  \
+         for i in $(seq 10); do curl -s {base}/api/flaky/x; echo; done   # 5 failures open its breaker\n  \
+         curl {base}/admin/stats                          # balancing, breakers, rates, latencies\n  \
          curl -N {base}/api/ticker/events                 # Server-Sent Events, streamed as they come\n  \
          curl -i {base}/api/nowhere/x                     # unknown service → JSON 404\n  \
          curl {base}/healthz  and  {base}/readyz\n\n\
@@ -128,15 +138,17 @@ fn print_banner(addr: SocketAddr) {
     );
 }
 
-async fn serve_upstream(listener: TcpListener, kind: Kind) {
+/// One endpoint; `label` (`fast#2`) goes into every answer as `served_by`.
+async fn serve_upstream(listener: TcpListener, kind: Kind, label: String) {
+    let label: Arc<str> = label.into();
     let broken = Arc::new(AtomicBool::new(false));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let broken = broken.clone();
+        let (broken, label) = (broken.clone(), label.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, kind, broken.clone()));
+            let service = service_fn(move |req| answer(req, kind, broken.clone(), label.clone()));
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
@@ -148,6 +160,7 @@ async fn answer(
     req: Request<Incoming>,
     kind: Kind,
     broken: Arc<AtomicBool>,
+    label: Arc<str>,
 ) -> Result<Response<DemoBody>, Infallible> {
     let query = req.uri().query().unwrap_or_default().to_owned();
     let described = json!({
@@ -158,17 +171,18 @@ async fn answer(
         "x-forwarded-for": req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
         "time_ms": now_ms(),
     });
+    let by = &*label;
     Ok(match kind {
         Kind::Fast => json_reply(
             StatusCode::OK,
-            json!({"service": "fast", "request": described}),
+            json!({"service": "fast", "served_by": by, "request": described}),
         ),
         Kind::Slow => {
             let ms = query_value(&query, "ms").unwrap_or(1500).min(60_000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             json_reply(
                 StatusCode::OK,
-                json!({"service": "slow", "waited_ms": ms, "request": described}),
+                json!({"service": "slow", "served_by": by, "waited_ms": ms, "request": described}),
             )
         }
         Kind::Flaky => {
@@ -176,7 +190,7 @@ async fn answer(
                 let now_broken = !broken.fetch_xor(true, Ordering::Relaxed);
                 json_reply(
                     StatusCode::OK,
-                    json!({"service": "flaky", "broken": now_broken}),
+                    json!({"service": "flaky", "served_by": by, "broken": now_broken}),
                 )
             } else if broken.load(Ordering::Relaxed)
                 || req.uri().path().contains("/fail")
@@ -184,12 +198,12 @@ async fn answer(
             {
                 json_reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({"service": "flaky", "error": "failing on demand"}),
+                    json!({"service": "flaky", "served_by": by, "error": "failing on demand"}),
                 )
             } else {
                 json_reply(
                     StatusCode::OK,
-                    json!({"service": "flaky", "request": described}),
+                    json!({"service": "flaky", "served_by": by, "request": described}),
                 )
             }
         }

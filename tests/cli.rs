@@ -286,6 +286,35 @@ async fn demo_serves_traffic_through_the_gateway() {
         .unwrap();
     assert_eq!(body["service"], "fast");
     assert_eq!(body["request"]["path"], "/hello");
+    // `fast` has three endpoints: twenty requests reach more than one of them (by chance all
+    // twenty on one: about 1 in 10^9), and /admin/stats lists all three.
+    let mut served_by = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let body: serde_json::Value = c
+            .get(format!("http://127.0.0.1:{port}/api/fast/x"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        served_by.insert(body["served_by"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(served_by.len() > 1, "{served_by:?}");
+    assert!(
+        served_by.iter().all(|s| s.starts_with("fast#")),
+        "{served_by:?}"
+    );
+    let stats: serde_json::Value = c
+        .get(format!("http://127.0.0.1:{port}/admin/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["services"]["fast"]["upstreams"], 3);
+    assert_eq!(stats["services"]["flaky"]["upstreams"], 2);
     let response = c
         .get(format!("http://127.0.0.1:{port}/api/flaky/fail"))
         .send()

@@ -24,6 +24,8 @@ pub struct Endpoint {
     pub url: UpstreamUrl,
     /// `scheme://authority/base`, for logs and stats.
     pub label: Arc<str>,
+    /// The service this endpoint belongs to, for log lines.
+    pub service: Arc<str>,
     /// Stable per-endpoint value for hash balancing (a hash of the label).
     pub seed: u64,
     pub breaker: Breaker,
@@ -67,9 +69,15 @@ pub struct Lease {
 // === impl Endpoint ===
 
 impl Endpoint {
-    pub fn new(url: UpstreamUrl, breaker: BreakerConfig, max_in_flight: Option<u32>) -> Self {
+    pub fn new(
+        service: Arc<str>,
+        url: UpstreamUrl,
+        breaker: BreakerConfig,
+        max_in_flight: Option<u32>,
+    ) -> Self {
         let label: Arc<str> = Arc::from(url.to_string());
         Endpoint {
+            service,
             seed: super::balancer::hash_bytes(label.as_bytes()),
             label,
             url,
@@ -199,6 +207,7 @@ impl Endpoint {
         };
         match to {
             State::Open { .. } => tracing::warn!(
+                service = &*self.service,
                 upstream = &*self.label,
                 from = from.as_lower(),
                 to = to.as_lower(),
@@ -206,6 +215,7 @@ impl Endpoint {
                 "circuit breaker opened: no traffic to this endpoint until it is probed"
             ),
             _ => tracing::info!(
+                service = &*self.service,
                 upstream = &*self.label,
                 from = from.as_lower(),
                 to = to.as_lower(),

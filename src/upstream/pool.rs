@@ -32,11 +32,13 @@ pub struct Unavailable {
 
 impl Pool {
     pub fn new(config: &ServiceConfig) -> Self {
+        let service: Arc<str> = Arc::from(config.name.as_str());
         let endpoints = config
             .upstreams
             .iter()
             .map(|url| {
                 Arc::new(Endpoint::new(
+                    service.clone(),
                     url.clone(),
                     config.breaker.clone(),
                     config.max_in_flight_per_endpoint,
