@@ -1,13 +1,15 @@
 //! Ops endpoints: `/healthz` (the process is alive), `/readyz` (every service has an
 //! endpoint that can take traffic: healthy, breaker not open), `/admin/stats` and
 //! `/gateway/stats` (see [`stats`]). They answer on the public listener, or only on
-//! `admin_listen` when that is set. Metrics and the dashboard arrive with issue #7.
+//! `admin_listen` when that is set. The stats name internal upstream URLs, so when auth is
+//! required they need a valid token like any proxied route (DESIGN §1.3); the probes stay
+//! open for orchestrators. Metrics and the dashboard arrive with issue #7.
 
 mod stats;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 
 use crate::error::{ErrorKind, GatewayError};
@@ -26,6 +28,7 @@ pub fn is_admin_path(path: &str) -> bool {
 pub fn handle(
     method: &Method,
     path: &str,
+    headers: &HeaderMap,
     runtime: &Runtime,
 ) -> Option<Result<Response<GatewayBody>, GatewayError>> {
     if !is_admin_path(path) {
@@ -38,6 +41,11 @@ pub fn handle(
         )
         .with_allow("GET, HEAD".to_owned());
         return Some(Err(error));
+    }
+    if matches!(path, "/admin/stats" | "/gateway/stats") {
+        if let Err(error) = runtime.auth.authenticate(headers) {
+            return Some(Err(error));
+        }
     }
     Some(Ok(match path {
         "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
@@ -54,7 +62,7 @@ fn readyz(runtime: &Runtime) -> Response<GatewayBody> {
         .map(|(name, service)| {
             (
                 name.clone(),
-                json!({"endpoints": service.pool.endpoints().len(), "usable": service.is_usable()}),
+                json!({"endpoints": service.pool.endpoints().len(), "usable": service.is_ready()}),
             )
         })
         .collect();

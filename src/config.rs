@@ -158,6 +158,10 @@ pub struct PressureConfig {
     pub max_rss: Option<u64>,
 }
 
+/// The most upstream endpoints one service may list: the pool's candidate sets are
+/// fixed-size bitsets of this many bits.
+pub const MAX_UPSTREAMS: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub name: String,
@@ -178,7 +182,8 @@ pub struct ServiceConfig {
     /// Active health checks. Default is none (only the breaker judges endpoints).
     pub health_check: Option<HealthCheckConfig>,
     /// Further attempts on other endpoints for a request that never reached one (or, when
-    /// idempotent and bodiless, was reset before any response). Default is 2.
+    /// idempotent and none of its body was sent yet, was reset before any response).
+    /// Default is 2.
     pub max_retries: u32,
     /// Requests one endpoint may have in flight; a full endpoint is skipped. Default is none.
     pub max_in_flight_per_endpoint: Option<u32>,
@@ -358,6 +363,28 @@ impl Config {
             errors.extend(more.0);
         }
         Err(ConfigErrors(errors))
+    }
+}
+
+impl UpstreamUrl {
+    /// The upstream URI: endpoint base + routed path + the raw query, nothing re-encoded.
+    pub fn target(&self, forward_path: &str, query: Option<&str>) -> Option<http::Uri> {
+        let mut target = String::with_capacity(
+            self.base_path.len() + forward_path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        target.push_str(&self.base_path);
+        target.push_str(forward_path);
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        let path_and_query = http::uri::PathAndQuery::from_maybe_shared(target).ok()?;
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .ok()
     }
 }
 

@@ -128,7 +128,7 @@ fn print_banner(addr: SocketAddr) {
          curl {base}/api/slow/report?ms=500               # a slow upstream\n  \
          curl -i {base}/api/flaky/fail                    # an upstream error, passed through\n  \
          curl -X POST {base}/api/flaky/toggle             # break (or mend) one of flaky's two endpoints\n  \
-         for i in $(seq 10); do curl -s {base}/api/flaky/x; echo; done   # 5 failures open its breaker\n  \
+         for i in $(seq 20); do curl -s {base}/api/flaky/x; echo; done   # 5 failures in a row open its breaker\n  \
          curl {base}/admin/stats                          # balancing, breakers, rates, latencies\n  \
          curl -N {base}/api/ticker/events                 # Server-Sent Events, streamed as they come\n  \
          curl -i {base}/api/nowhere/x                     # unknown service → JSON 404\n  \

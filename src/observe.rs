@@ -163,6 +163,11 @@ impl Exchange {
         }
     }
 
+    /// Whether the request body has been read to its end (or there was none).
+    pub fn is_request_body_done(&self) -> bool {
+        self.request_body_done.load(Ordering::Acquire)
+    }
+
     /// Resolves once [`Exchange::request_body_done`] has been called.
     pub async fn request_body_sent(&self) {
         loop {

@@ -92,7 +92,7 @@ pub async fn handle(
     };
     let has_body = !req.body().is_end_stream();
     if role == Role::Admin || !rt.admin_separate {
-        let answered = crate::admin::handle(req.method(), req.uri().path(), rt);
+        let answered = crate::admin::handle(req.method(), req.uri().path(), req.headers(), rt);
         if let Some(answer) = answered {
             let exchange = Exchange::new(start, Some(Arc::from("admin")), None);
             return match answer {
@@ -233,7 +233,11 @@ pub async fn handle(
     };
     let (response, lease) = match forward(service, outgoing, &exchange).await {
         Ok(forwarded) => forwarded,
-        Err(error) => return refuse(error, exchange, false),
+        Err(error) => {
+            // A body not (wholly) sent upstream is unread: the answer closes the connection.
+            let unread_body = has_body && !exchange.is_request_body_done();
+            return refuse(error, exchange, unread_body);
+        }
     };
     drop(path);
 

@@ -58,8 +58,8 @@ impl Runtime {
         Arc::new(ArcSwap::from_pointee(self))
     }
 
-    /// Ready when every service has at least one usable endpoint.
+    /// Ready when every service has at least one endpoint in service.
     pub fn is_ready(&self) -> bool {
-        self.services.values().all(|s| s.is_usable())
+        self.services.values().all(|s| s.is_ready())
     }
 }

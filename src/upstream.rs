@@ -103,9 +103,9 @@ impl Service {
         })
     }
 
-    /// Whether the service has an endpoint that could take a request now.
-    pub fn is_usable(&self) -> bool {
-        self.pool.has_usable(self.clock.now_ms())
+    /// Whether the service has an endpoint in service (healthy, breaker not open).
+    pub fn is_ready(&self) -> bool {
+        self.pool.has_in_service(self.clock.now_ms())
     }
 }
 

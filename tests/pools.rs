@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -208,7 +209,24 @@ async fn unauthenticated_requests_during_half_open_do_not_wedge_the_breaker() {
         200,
         "a valid request after them is the probe"
     );
-    let entry = &gateway_stats(&gw).await[0];
+    // With auth required the stats need a token too (they name internal URLs); the
+    // orchestrator's probes do not.
+    for path in ["/gateway/stats", "/admin/stats"] {
+        let refused = client().get(gw.url(path)).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{path}");
+    }
+    let ready = client().get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let stats: Vec<Value> = client()
+        .get(gw.url("/gateway/stats"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = &stats[0];
     assert_eq!(entry["state"], "CLOSED", "{entry}");
     assert_eq!(entry["path"], "/api/s");
 }
@@ -476,8 +494,61 @@ async fn a_full_endpoint_is_skipped_and_a_full_pool_is_503() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let second = c.get(gw.url("/api/s/2")).send().await.unwrap();
     assert_eq!(second.status(), 503);
-    assert!(second.headers().contains_key("retry-after"));
+    // Merely full: worth trying again in a second, not after a health interval.
+    assert_eq!(second.headers()["retry-after"], "1");
     error_body(second, "no_healthy_upstream").await;
+    // Busy is not unready: an orchestrator must not pull a gateway for being loaded.
+    let ready = c.get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
     assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_request_with_an_unread_body_closes_the_connection() {
+    let toml = pool(
+        "s",
+        &[format!("http://127.0.0.1:{}", closed_port())],
+        "breaker = { consecutive_failures = 1, open_for = \"30s\" }",
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let c = client();
+    // The first request opens the breaker (502); the POST then gets 503 with its body unread.
+    assert_eq!(
+        c.get(gw.url("/api/s/x")).send().await.unwrap().status(),
+        502
+    );
+    let response = c
+        .post(gw.url("/api/s/x"))
+        .body(vec![b'x'; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["connection"], "close");
+    error_body(response, "no_healthy_upstream").await;
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_not_counted_as_the_endpoints_latency() {
+    let up = Upstream::ok().await;
+    let gw = TestGateway::start(&pool("s", &[up.url()], ""), &[]).await;
+    let c = client();
+    // 600 ms of upload, then a fast answer: the endpoint's latency is the answer's, not 600 ms.
+    let chunks = futures_util::stream::iter(0..6).then(|i| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from(format!("chunk {i}\n")))
+    });
+    let response = c
+        .put(gw.url("/api/s/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let stats = admin_stats(&gw).await;
+    let latency = &stats["services"]["s"]["upstreamDetails"][0]["latency"];
+    let last_ms = latency["lastMs"].as_f64().unwrap();
+    assert!(last_ms < 300.0, "lastMs {last_ms}");
+    assert!(latency["ewmaMs"].as_f64().unwrap() < 300.0, "{latency}");
 }

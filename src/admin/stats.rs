@@ -105,7 +105,7 @@ fn service_stats(service: &Service) -> Value {
     };
     json!({
         "upstreams": endpoints.len(),
-        "healthy": endpoints.iter().filter(|e| e.is_usable(now)).count(),
+        "healthy": endpoints.iter().filter(|e| e.is_in_service(now)).count(),
         "avgLatencyMs": round2(avg_latency),
         "rps": round2(requests as f64 / seconds as f64),
         "errorRate": if requests == 0 { 0.0 } else { round2(failures as f64 / requests as f64) },
@@ -124,7 +124,7 @@ fn endpoint_stats(endpoint: &Endpoint, now: u64, rps: f64) -> Value {
     let (p50, p99) = endpoint.latency_percentiles();
     json!({
         "url": &*endpoint.label,
-        "healthy": endpoint.is_healthy() && !matches!(state, State::Open { .. }),
+        "healthy": endpoint.is_in_service(now),
         "circuitOpenUntilMs": open_until,
         "inflight": {
             "http": endpoint.in_flight(StreamKind::Http),
@@ -144,6 +144,8 @@ fn endpoint_stats(endpoint: &Endpoint, now: u64, rps: f64) -> Value {
             "state": state.as_lower(),
             "consecutiveFailures": endpoint.breaker.consecutive_failures(),
             "openedTotal": endpoint.breaker.opened_total(),
+            "halfOpenedTotal": endpoint.breaker.half_opened_total(),
+            "closedTotal": endpoint.breaker.closed_total(),
         },
     })
 }

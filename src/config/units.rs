@@ -92,10 +92,24 @@ impl RawSize {
 impl RawDuration {
     pub fn parse(&self) -> Result<Duration, String> {
         match self {
-            RawDuration::Millis(ms) => Ok(Duration::from_millis(*ms)),
+            RawDuration::Millis(ms) => at_most_a_week(Duration::from_millis(*ms)),
             RawDuration::Text(text) => parse_duration(text),
         }
     }
+}
+
+/// The longest duration any key takes. Nothing a gateway times needs more, and a bound keeps
+/// every deadline (`now + timeout`) far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn at_most_a_week(duration: Duration) -> Result<Duration, String> {
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{} is longer than the longest duration accepted (7 days)",
+            humantime::format_duration(duration)
+        ));
+    }
+    Ok(duration)
 }
 
 /// Parses `"250ms"`, `"5s"`, `"2m"`, `"1h 30m"` (humantime syntax). A bare number is refused:
@@ -104,6 +118,7 @@ impl RawDuration {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|_| format!("expected a duration like \"250ms\" or \"30s\", got {text:?}"))
+        .and_then(at_most_a_week)
 }
 
 /// Parses the seeds' `*_MS` variables: a whole number of milliseconds.
@@ -112,6 +127,7 @@ pub fn parse_millis(text: &str) -> Result<Duration, String> {
         .parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|_| format!("expected a whole number of milliseconds, got {text:?}"))
+        .and_then(at_most_a_week)
 }
 
 /// Parses a byte size: `"262144"`, `"64KiB"`, `"10MiB"`, `"1GiB"`, `"500kB"`, `"2MB"`.
@@ -158,6 +174,10 @@ mod tests {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("7d"), Ok(MAX_DURATION));
+        assert!(parse_duration("8d").is_err());
+        assert!(parse_millis("18446744073709551615").is_err());
+        assert!(RawDuration::Millis(u64::MAX).parse().is_err());
         assert!(parse_duration("").is_err());
         assert_eq!(parse_millis("30000"), Ok(Duration::from_secs(30)));
         assert!(parse_millis("30s").is_err());

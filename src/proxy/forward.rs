@@ -21,7 +21,6 @@
 
 use std::sync::Arc;
 
-use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -29,7 +28,6 @@ use tokio::time::Instant;
 use super::body::{
     caused_by, BodyIdleTimeout, BodyTooLarge, ClientBodyError, RequestBody, UnsentBody,
 };
-use crate::config::UpstreamUrl;
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::observe::Exchange;
 use crate::upstream::{Candidates, Lease, Outcome, Service, StreamKind, Unavailable};
@@ -74,7 +72,12 @@ pub(super) async fn forward(
     // once the body has been sent (a stalled upload is the body's idle timeout's business).
     let deadline = Instant::now() + out.response_timeout;
     service.retry_budget.deposit();
+    let mut attempts_made = 0u32;
     loop {
+        // Without a body, later attempts get what is left of the shared deadline: a timeout
+        // then says little about the endpoint, so the breaker does not hear of it.
+        let has_full_time = out.body.is_some() || attempts_made == 0;
+        attempts_made += 1;
         let now = service.clock.now_us();
         let picked = match replay_on.take().and_then(|e| e.lease(now)) {
             Some(lease) => Ok(lease),
@@ -92,7 +95,7 @@ pub(super) async fn forward(
             }
         };
         let endpoint = lease.endpoint().clone();
-        let Some(uri) = upstream_uri(&endpoint.url, out.forward_path, out.query) else {
+        let Some(uri) = endpoint.url.target(out.forward_path, out.query) else {
             return Err(GatewayError::client(
                 ErrorKind::BadRequest,
                 "the request target cannot be forwarded",
@@ -121,8 +124,10 @@ pub(super) async fn forward(
             &service.fresh_client
         };
         let sent = if out.body.is_some() {
+            let lease = &mut lease;
             let upload_then_wait = async {
                 exchange.request_body_sent().await;
+                lease.restart_clock(service.clock.now_us());
                 tokio::time::sleep(out.response_timeout).await;
             };
             tokio::select! {
@@ -184,8 +189,12 @@ pub(super) async fn forward(
             continue;
         }
         pooled = false;
-        lease.record(Outcome::Failure, service.clock.now_us());
-        drop(lease);
+        if matches!(failure, Failure::Timeout) && !has_full_time {
+            drop(lease); // released unrecorded
+        } else {
+            lease.record(Outcome::Failure, service.clock.now_us());
+            drop(lease);
+        }
         let may_retry = attempt < service.max_retries;
         let mut retrying = false;
         if may_retry && safe_to_repeat {
@@ -193,10 +202,13 @@ pub(super) async fn forward(
                 tried.insert(index);
             }
             // After a reset the same endpoint may be tried again when nothing else is usable.
-            if matches!(failure, Failure::Reset(_)) && !other_usable(service, &tried) {
+            let now = service.clock.now_ms();
+            if matches!(failure, Failure::Reset(_)) && !service.pool.has_usable_except(&tried, now)
+            {
                 tried = Candidates::default();
             }
-            retrying = other_usable(service, &tried) && service.retry_budget.withdraw();
+            retrying =
+                service.pool.has_usable_except(&tried, now) && service.retry_budget.withdraw();
         }
         log_failure(exchange, &endpoint.label, &failure, retrying);
         if retrying {
@@ -206,37 +218,6 @@ pub(super) async fn forward(
         exchange.set_upstream(endpoint.label.clone());
         return Err(failure_error(failure, out.response_timeout));
     }
-}
-
-/// Whether some endpoint not in `tried` could take a request now.
-fn other_usable(service: &Service, tried: &Candidates) -> bool {
-    let now = service.clock.now_ms();
-    service
-        .pool
-        .endpoints()
-        .iter()
-        .enumerate()
-        .any(|(i, e)| !tried.contains(i) && e.is_usable(now))
-}
-
-/// The upstream URI: endpoint base + routed path + the raw query, nothing re-encoded.
-fn upstream_uri(url: &UpstreamUrl, forward_path: &str, query: Option<&str>) -> Option<Uri> {
-    let mut target = String::with_capacity(
-        url.base_path.len() + forward_path.len() + query.map_or(0, |q| q.len() + 1),
-    );
-    target.push_str(&url.base_path);
-    target.push_str(forward_path);
-    if let Some(query) = query {
-        target.push('?');
-        target.push_str(query);
-    }
-    let path_and_query = PathAndQuery::from_maybe_shared(target).ok()?;
-    Uri::builder()
-        .scheme(url.scheme.clone())
-        .authority(url.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .ok()
 }
 
 fn upstream_request(

@@ -22,7 +22,7 @@ use fastrand::Rng;
 use crate::config::BalancerKind;
 
 /// Endpoints a pool may hold: the candidate set is a fixed bitset, so a pick never allocates.
-pub const MAX_ENDPOINTS: usize = 256;
+pub const MAX_ENDPOINTS: usize = crate::config::MAX_UPSTREAMS;
 
 /// A set of endpoint indexes below [`MAX_ENDPOINTS`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,12 +57,17 @@ const COST_FLOOR_US: f64 = 1_000.0;
 // === impl Candidates ===
 
 impl Candidates {
+    /// Adds `index`; one at or beyond [`MAX_ENDPOINTS`] (which validation refuses) is ignored.
     pub fn insert(&mut self, index: usize) {
-        self.bits[index / 64] |= 1 << (index % 64);
+        if index < MAX_ENDPOINTS {
+            self.bits[index / 64] |= 1 << (index % 64);
+        }
     }
 
     pub fn remove(&mut self, index: usize) {
-        self.bits[index / 64] &= !(1 << (index % 64));
+        if index < MAX_ENDPOINTS {
+            self.bits[index / 64] &= !(1 << (index % 64));
+        }
     }
 
     pub fn contains(&self, index: usize) -> bool {
@@ -197,7 +202,8 @@ impl Balancer {
                 for i in candidates.iter() {
                     let l = load(i);
                     let unit = (mix(key ^ l.seed) >> 11) as f64 / (1u64 << 53) as f64;
-                    // -ln(u) / w: the smallest wins; u in (0, 1] keeps ln finite.
+                    // -ln(u) / w: the smallest wins. u is in [0, 1); clamping it to the smallest
+                    // positive float keeps ln finite.
                     let score = -(unit.max(f64::MIN_POSITIVE)).ln() / f64::from(l.weight);
                     if best.is_none_or(|(b, _)| score < b) {
                         best = Some((score, i));

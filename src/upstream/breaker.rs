@@ -34,8 +34,19 @@ pub struct Breaker {
     state: AtomicU64,
     consecutive_failures: AtomicU32,
     window: Window,
-    probes: Mutex<u32>,
+    probes: Mutex<Probes>,
     opened_total: AtomicU64,
+    half_opened_total: AtomicU64,
+    closed_total: AtomicU64,
+}
+
+/// The probes of the current half-open period. Each period has its own number, so a slow
+/// probe from an earlier period (the breaker reopened meanwhile) can neither decide the
+/// current one nor give back a slot it does not hold.
+#[derive(Debug, Default)]
+struct Probes {
+    in_flight: u32,
+    period: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +61,8 @@ pub enum State {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
 pub struct Admission {
-    probe: bool,
+    /// The half-open period this probe belongs to; `None` for a request admitted while closed.
+    probe: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +94,10 @@ impl Breaker {
             config,
             state: AtomicU64::new(CLOSED),
             consecutive_failures: AtomicU32::new(0),
-            probes: Mutex::new(0),
+            probes: Mutex::new(Probes::default()),
             opened_total: AtomicU64::new(0),
+            half_opened_total: AtomicU64::new(0),
+            closed_total: AtomicU64::new(0),
         }
     }
 
@@ -125,28 +139,44 @@ impl Breaker {
         self.opened_total.load(Ordering::Relaxed)
     }
 
+    /// How many times it has turned half-open (admitted a first probe).
+    pub fn half_opened_total(&self) -> u64 {
+        self.half_opened_total.load(Ordering::Relaxed)
+    }
+
+    /// How many times a probe's success has closed it.
+    pub fn closed_total(&self) -> u64 {
+        self.closed_total.load(Ordering::Relaxed)
+    }
+
     /// Lets one request through, or says no. An open breaker whose time is up becomes
     /// half-open here, admitting this request as its first probe.
     pub fn admit(&self, now_ms: u64) -> (Option<Admission>, Option<Transition>) {
+        const CLOSED_ADMISSION: Admission = Admission { probe: None };
         if self.state.load(Ordering::Acquire) & 3 == CLOSED {
-            return (Some(Admission { probe: false }), None);
+            return (Some(CLOSED_ADMISSION), None);
         }
         let mut probes = self.lock_probes();
         match self.state() {
-            State::Closed => (Some(Admission { probe: false }), None),
+            State::Closed => (Some(CLOSED_ADMISSION), None),
             State::Open { until_ms } if now_ms < until_ms => (None, None),
             from @ State::Open { .. } => {
-                *probes = 1;
-                let to = self.set_half_open(*probes);
-                (
-                    Some(Admission { probe: true }),
-                    Some(Transition { from, to }),
-                )
+                probes.period += 1;
+                probes.in_flight = 1;
+                let to = self.set_half_open(probes.in_flight);
+                self.half_opened_total.fetch_add(1, Ordering::Relaxed);
+                let admission = Admission {
+                    probe: Some(probes.period),
+                };
+                (Some(admission), Some(Transition { from, to }))
             }
-            State::HalfOpen if *probes < self.config.half_open_probes => {
-                *probes += 1;
-                self.set_half_open(*probes);
-                (Some(Admission { probe: true }), None)
+            State::HalfOpen if probes.in_flight < self.config.half_open_probes => {
+                probes.in_flight += 1;
+                self.set_half_open(probes.in_flight);
+                let admission = Admission {
+                    probe: Some(probes.period),
+                };
+                (Some(admission), None)
             }
             State::HalfOpen => (None, None),
         }
@@ -160,12 +190,12 @@ impl Breaker {
         now_ms: u64,
     ) -> Option<Transition> {
         let failed = outcome == Outcome::Failure;
-        if admission.probe {
+        if let Some(period) = admission.probe {
             let mut probes = self.lock_probes();
-            if self.state() != State::HalfOpen {
+            if self.state() != State::HalfOpen || probes.period != period {
                 return None;
             }
-            *probes = probes.saturating_sub(1);
+            probes.in_flight = probes.in_flight.saturating_sub(1);
             return Some(if failed {
                 self.open(now_ms, State::HalfOpen)
             } else {
@@ -197,11 +227,11 @@ impl Breaker {
     /// Gives back an admission without an outcome (the client went away, or the request
     /// failed on the client's side): a probe slot is freed, nothing is counted.
     pub fn release(&self, admission: Admission) {
-        if admission.probe {
+        if let Some(period) = admission.probe {
             let mut probes = self.lock_probes();
-            if self.state() == State::HalfOpen {
-                *probes = probes.saturating_sub(1);
-                self.set_half_open(*probes);
+            if self.state() == State::HalfOpen && probes.period == period {
+                probes.in_flight = probes.in_flight.saturating_sub(1);
+                self.set_half_open(probes.in_flight);
             }
         }
     }
@@ -231,6 +261,7 @@ impl Breaker {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.window.clear();
         self.state.store(CLOSED, Ordering::Release);
+        self.closed_total.fetch_add(1, Ordering::Relaxed);
         Transition {
             from: State::HalfOpen,
             to: State::Closed,
@@ -247,7 +278,7 @@ impl Breaker {
         State::HalfOpen
     }
 
-    fn lock_probes(&self) -> std::sync::MutexGuard<'_, u32> {
+    fn lock_probes(&self) -> std::sync::MutexGuard<'_, Probes> {
         self.probes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

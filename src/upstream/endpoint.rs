@@ -102,13 +102,18 @@ impl Endpoint {
         self.url.weight
     }
 
-    /// Whether a request may be sent here now: healthy, breaker admitting, not at its cap.
+    /// Whether a request may be sent here now: in service and not at its cap.
     pub fn is_usable(&self, now_ms: u64) -> bool {
-        self.is_healthy()
-            && self.breaker.is_available(now_ms)
+        self.is_in_service(now_ms)
             && self
                 .max_in_flight
                 .is_none_or(|cap| self.in_flight_total() < cap)
+    }
+
+    /// Healthy and its breaker not open (or due for a probe): in rotation, however busy.
+    /// This is what `/readyz` and the stats call healthy; a full endpoint is busy, not down.
+    pub fn is_in_service(&self, now_ms: u64) -> bool {
+        self.is_healthy() && self.breaker.is_available(now_ms)
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -232,6 +237,12 @@ impl Lease {
         &self.endpoint
     }
 
+    /// Starts the latency clock again at `now_us`: called when the request body has been
+    /// sent, so a slow client's upload is not counted as the endpoint's latency.
+    pub fn restart_clock(&mut self, now_us: u64) {
+        self.started_us = now_us;
+    }
+
     /// Records how the attempt went, once; later calls do nothing.
     pub fn record(&mut self, outcome: Outcome, now_us: u64) {
         let Some(admission) = self.admission.take() else {
@@ -266,8 +277,9 @@ impl Lease {
     /// The response turned out to be a stream of this kind: count it as one from now on.
     pub fn set_kind(&mut self, kind: StreamKind) {
         if kind != self.kind {
-            self.endpoint.in_flight[self.kind as usize].fetch_sub(1, Ordering::Relaxed);
+            // Add before removing, so a racing lease never sees room that is not there.
             self.endpoint.in_flight[kind as usize].fetch_add(1, Ordering::Relaxed);
+            self.endpoint.in_flight[self.kind as usize].fetch_sub(1, Ordering::Relaxed);
             self.kind = kind;
         }
     }

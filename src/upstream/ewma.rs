@@ -14,8 +14,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// How quickly an estimate forgets. Five seconds: an endpoint 80 ms slower than its peers is
-/// retried about every 11 s while idle, and one that recovered is back within seconds.
+/// How quickly an estimate forgets. Five seconds: an endpoint that took 80 ms decays to its
+/// 10 ms peers' cost in about 10 s (5 s × ln 8) without traffic, and to the 1 ms cost floor
+/// in about 22 s, so it is retried well within half a minute; one that recovered is back
+/// within seconds.
 pub const DEFAULT_DECAY_MS: f64 = 5_000.0;
 
 #[derive(Debug)]
@@ -41,7 +43,7 @@ impl PeakEwma {
         if cost == 0.0 || (now_ms as u32) == stamp {
             return cost;
         }
-        cost * self.decay(now_ms, stamp)
+        cost * decay(elapsed_ms(now_ms, stamp), self.decay_ms)
     }
 
     /// The estimate as of the last sample, undecayed (for stats).
@@ -54,7 +56,8 @@ impl PeakEwma {
         let mut current = self.packed.load(Ordering::Relaxed);
         loop {
             let (cost, stamp) = unpack(current);
-            let decay = self.decay(now_ms, stamp);
+            let elapsed = elapsed_ms(now_ms, stamp);
+            let decay = decay(elapsed, self.decay_ms);
             let decayed = cost * decay;
             let next = if rtt_us > decayed {
                 rtt_us
@@ -62,9 +65,12 @@ impl PeakEwma {
                 // Weight the new sample by how long it has been since the last one.
                 decayed + (rtt_us - decayed) * (1.0 - decay)
             };
+            // A sample that lost a race with a later one keeps the later stamp: time never
+            // runs backwards for the estimate.
+            let stamp = if elapsed == 0 { stamp } else { now_ms as u32 };
             match self.packed.compare_exchange_weak(
                 current,
-                pack(next, now_ms),
+                pack(next, u64::from(stamp)),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -73,13 +79,19 @@ impl PeakEwma {
             }
         }
     }
+}
 
-    fn decay(&self, now_ms: u64, stamp: u32) -> f64 {
-        // Wrapping: the stamp is the low 32 bits of the clock (49 days), elapsed is exact
-        // as long as an endpoint sees a sample or a pick more often than that.
-        let elapsed = (now_ms as u32).wrapping_sub(stamp);
-        (-f64::from(elapsed) / self.decay_ms).exp()
-    }
+/// Milliseconds from `stamp` to `now_ms`, 0 when `now_ms` is earlier. Concurrent requests
+/// read the clock a little apart, so a pick or a sample can carry a time just before the
+/// stamp a racing sample wrote: that is "no time passed", not 49 days. The stamp is the low
+/// 32 bits of the clock, so the signed difference is exact within ±24 days.
+fn elapsed_ms(now_ms: u64, stamp: u32) -> u32 {
+    let elapsed = (now_ms as u32).wrapping_sub(stamp) as i32;
+    elapsed.max(0) as u32
+}
+
+fn decay(elapsed_ms: u32, decay_ms: f64) -> f64 {
+    (-f64::from(elapsed_ms) / decay_ms).exp()
 }
 
 fn pack(cost_us: f64, now_ms: u64) -> u64 {
@@ -129,17 +141,32 @@ mod tests {
         assert!(cost > 10_000.0 && cost < 40_000.0, "{cost}");
     }
 
+    #[test]
+    fn a_time_just_before_the_stamp_means_no_time_passed() {
+        let ewma = PeakEwma::new(DEFAULT_DECAY_MS);
+        ewma.observe(500_000.0, 1_000);
+        // A pick that read the clock a millisecond before that sample was stored.
+        assert_eq!(ewma.cost(999), 500_000.0);
+        // A sample that lost the race: blended as if no time passed, the later stamp kept.
+        ewma.observe(1_000.0, 999);
+        assert!(ewma.cost(1_000) > 499_000.0, "{}", ewma.cost(1_000));
+        let later = ewma.cost(1_000 + 5_000);
+        assert!((later - ewma.cost(1_000) / std::f64::consts::E).abs() < 10.0);
+    }
+
     proptest::proptest! {
-        /// The estimate never leaves the range of its samples (it only decays below it).
+        /// The estimate never leaves the range of its samples (it only decays below it),
+        /// also when samples and picks carry times a little out of order, as concurrent
+        /// requests do.
         #[test]
-        fn estimate_stays_within_the_samples(samples in proptest::collection::vec((1u32..5_000_000, 0u64..2_000), 1..50)) {
+        fn estimate_stays_within_the_samples(samples in proptest::collection::vec((1u32..5_000_000, 0u64..2_000, 0u64..3, 0u64..3), 1..50)) {
             let ewma = PeakEwma::new(DEFAULT_DECAY_MS);
-            let mut now = 0;
+            let mut now = 10;
             let max = samples.iter().map(|s| s.0).max().unwrap_or(0);
-            for (rtt, gap) in samples {
+            for (rtt, gap, sample_skew, pick_skew) in samples {
                 now += gap;
-                ewma.observe(f64::from(rtt), now);
-                let cost = ewma.cost(now);
+                ewma.observe(f64::from(rtt), now - sample_skew);
+                let cost = ewma.cost(now - pick_skew);
                 proptest::prop_assert!(cost <= f64::from(max) * 1.0001);
                 proptest::prop_assert!(cost >= 0.0);
             }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Uri};
+use http::Request;
 use http_body_util::{BodyExt, Empty, Limited};
 use tokio_util::sync::CancellationToken;
 
@@ -92,12 +92,10 @@ async fn probe(
     client: &Client<Empty<Bytes>>,
     config: &HealthCheckConfig,
 ) -> Result<(), String> {
-    let uri = Uri::builder()
-        .scheme(endpoint.url.scheme.clone())
-        .authority(endpoint.url.authority.clone())
-        .path_and_query(format!("{}{}", endpoint.url.base_path, config.path))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let uri = endpoint
+        .url
+        .target(&config.path, None)
+        .ok_or_else(|| format!("cannot form a URI from the path {:?}", config.path))?;
     let request = Request::get(uri)
         .header(http::header::USER_AGENT, "sluice-health-check")
         .body(Empty::new())

@@ -96,20 +96,35 @@ impl Pool {
         })
     }
 
-    /// Whether any endpoint could take a request now (for `/readyz`).
-    pub fn has_usable(&self, now_ms: u64) -> bool {
-        self.endpoints.iter().any(|e| e.is_usable(now_ms))
+    /// Whether any endpoint is in service (for `/readyz`): a pool whose endpoints are all at
+    /// their concurrency cap is busy, not unready.
+    pub fn has_in_service(&self, now_ms: u64) -> bool {
+        self.endpoints.iter().any(|e| e.is_in_service(now_ms))
+    }
+
+    /// Whether an endpoint not in `tried` could take a request now (may a retry go anywhere?).
+    pub fn has_usable_except(&self, tried: &Candidates, now_ms: u64) -> bool {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .any(|(i, e)| !tried.contains(i) && e.is_usable(now_ms))
     }
 
     pub fn index_of(&self, endpoint: &Arc<Endpoint>) -> Option<usize> {
         self.endpoints.iter().position(|e| Arc::ptr_eq(e, endpoint))
     }
 
+    /// How long until some endpoint may take traffic again: an unhealthy one not before its
+    /// next health check, an open one when its breaker admits a probe, one that is merely
+    /// full (or whose probe slots are taken) in about a second.
     fn retry_after_ms(&self, now_ms: u64) -> u64 {
         self.endpoints
             .iter()
-            .filter_map(|e| e.breaker.open_until())
-            .map(|until| until.saturating_sub(now_ms))
+            .map(|e| match e.breaker.open_until() {
+                _ if !e.is_healthy() => self.retry_hint_ms,
+                Some(until) if until > now_ms => until - now_ms,
+                _ => 1000,
+            })
             .min()
             .unwrap_or(self.retry_hint_ms)
     }

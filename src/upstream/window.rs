@@ -4,10 +4,15 @@
 //! since-last-sample figure that read 0 between samples).
 //!
 //! Writers touch one bucket with relaxed atomics. A bucket from an older second is reset by
-//! the first writer of the new second; a count landing on a bucket during its reset may be
-//! lost, which is an accepted inaccuracy for a statistic (no locks on the request path).
+//! the first writer of the new second: it marks the bucket as resetting, zeroes it, then tags
+//! it with the new second, so a reader never takes an old second's counts for the current
+//! one (the breaker decides on them). A count landing on a bucket during its reset may be
+//! lost, an accepted inaccuracy that keeps locks off the request path.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The tag of a bucket being reset: it matches no second.
+const RESETTING: u64 = u64::MAX;
 
 #[derive(Debug)]
 pub struct Window {
@@ -43,15 +48,17 @@ impl Window {
         let second = now_ms / 1000;
         let bucket = &self.buckets[(second % self.buckets.len() as u64) as usize];
         let tag = second + 1;
-        let seen = bucket.second.load(Ordering::Relaxed);
+        let seen = bucket.second.load(Ordering::Acquire);
         if seen != tag
+            && seen != RESETTING
             && bucket
                 .second
-                .compare_exchange(seen, tag, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(seen, RESETTING, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {
             bucket.requests.store(0, Ordering::Relaxed);
             bucket.failures.store(0, Ordering::Relaxed);
+            bucket.second.store(tag, Ordering::Release);
         }
         bucket.requests.fetch_add(1, Ordering::Relaxed);
         if failed {
@@ -74,7 +81,7 @@ impl Window {
             return counts;
         }
         for bucket in self.buckets.iter() {
-            let Some(second) = bucket.second.load(Ordering::Relaxed).checked_sub(1) else {
+            let Some(second) = bucket.second.load(Ordering::Acquire).checked_sub(1) else {
                 continue;
             };
             if second >= first && second <= last && (include_current || second < current) {

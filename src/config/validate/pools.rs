@@ -146,7 +146,11 @@ pub(super) fn health_check(
             errors.push(path_key, "required (e.g. \"/health\")");
             return None;
         }
-        Some(p) if !p.starts_with('/') || p.contains(['#', ' ']) => {
+        Some(p)
+            if !p.starts_with('/')
+                || p.contains('#')
+                || http::uri::PathAndQuery::try_from(p).is_err() =>
+        {
             errors.push(
                 path_key,
                 format!("expected a path starting with '/', got {p:?}"),

@@ -79,6 +79,19 @@ pub(super) fn services(
                 format!("{path}.upstreams")
             };
             errors.push(key, "needs at least one upstream URL");
+        } else if listed > crate::config::MAX_UPSTREAMS {
+            let key = if from_env {
+                format!("UPSTREAMS.{name}")
+            } else {
+                format!("{path}.upstreams")
+            };
+            errors.push(
+                key,
+                format!(
+                    "has {listed} upstreams; at most {} are supported",
+                    crate::config::MAX_UPSTREAMS
+                ),
+            );
         }
         let duration = |errors: &mut Errors, key: &str, value: &Option<RawDuration>, default| {
             value

@@ -207,6 +207,40 @@ fn outcomes_of_requests_admitted_before_opening_are_ignored() {
 }
 
 #[test]
+fn a_probe_from_an_earlier_half_open_period_decides_nothing() {
+    let breaker = Breaker::new(config(1, 2));
+    let first = breaker.admit(0).0.unwrap_or_else(|| panic!());
+    let _ = breaker.record(first, F, 0);
+    // Period 1: probe A (slow) and probe B; B fails and reopens the breaker.
+    let slow_a = breaker.admit(10_000).0.unwrap_or_else(|| panic!());
+    let b = breaker.admit(10_000).0.unwrap_or_else(|| panic!());
+    let _ = breaker.record(b, F, 10_001);
+    assert_eq!(breaker.state(), Open { until_ms: 20_001 });
+    // Period 2: probe C is in flight when A finally succeeds: A must not close the breaker.
+    let c = breaker.admit(20_001).0.unwrap_or_else(|| panic!());
+    assert_eq!(breaker.record(slow_a, S, 20_002), None);
+    assert_eq!(breaker.state(), HalfOpen);
+    // Nor may a cancelled stale probe free a slot it does not hold: C plus one new probe
+    // fill the two slots.
+    let stale = {
+        let _ = breaker.record(c, F, 20_003);
+        let d = breaker.admit(30_003).0.unwrap_or_else(|| panic!());
+        let e = breaker.admit(30_003).0.unwrap_or_else(|| panic!());
+        let _ = breaker.record(d, F, 30_004);
+        e // from period 3, while period 4 begins
+    };
+    let f = breaker.admit(40_004).0.unwrap_or_else(|| panic!());
+    let g = breaker.admit(40_004).0.unwrap_or_else(|| panic!());
+    breaker.release(stale);
+    assert!(breaker.admit(40_004).0.is_none(), "both slots still taken");
+    assert_eq!(breaker.half_opened_total(), 4);
+    let _ = breaker.record(f, S, 40_005);
+    assert_eq!(breaker.state(), Closed);
+    assert_eq!(breaker.closed_total(), 1);
+    breaker.release(g);
+}
+
+#[test]
 fn failure_ratio_opens_only_with_enough_requests() {
     let config = BreakerConfig {
         consecutive_failures: 100,
