@@ -429,6 +429,42 @@ fn pool_keys_are_checked_by_their_path() {
 }
 
 #[test]
+fn too_many_upstreams_and_too_long_durations_are_config_errors() {
+    let urls: Vec<String> = (0..257)
+        .map(|i| format!("\"http://127.0.0.1:{}\"", 1000 + i))
+        .collect();
+    let upstreams = format!("{{\"big\":[{}]}}", urls.join(","));
+    let toml = r#"
+        [breaker]
+        open_for = "30d"
+        [services.a]
+        upstreams = ["http://127.0.0.1:1"]
+        response_timeout = 999999999999
+        health_check = { path = "/h x" }
+    "#;
+    let errors = errors_of(
+        Some(toml),
+        &[
+            ("UPSTREAMS", &upstreams),
+            ("HTTP_PROXY_TIMEOUT_MS", "604800001"),
+        ],
+    );
+    for expected in [
+        "UPSTREAMS.big: has 257 upstreams; at most 256 are supported",
+        "breaker.open_for: 30days is longer than the longest duration accepted (7 days)",
+        "services.a.response_timeout: ",
+        "services.a.health_check.path: expected a path starting with '/'",
+        "HTTP_PROXY_TIMEOUT_MS: ",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "missing {expected:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+}
+
+#[test]
 fn a_service_breaker_overrides_the_defaults_key_by_key() {
     let toml = r#"
         [breaker]
