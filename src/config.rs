@@ -41,6 +41,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub cache: CacheConfig,
     pub websocket: WebSocketConfig,
+    pub sse: SseConfig,
     pub pressure: PressureConfig,
     /// Services by name, sorted (so startup output and `/readyz` are stable).
     pub services: BTreeMap<String, ServiceConfig>,
@@ -147,6 +148,15 @@ pub struct WebSocketConfig {
     pub max_buffered_bytes: u64,
     /// `WS_PING_INTERVAL_MS`. Default is 30 seconds.
     pub ping_interval: Duration,
+}
+
+/// `[sse]`: how Server-Sent Events responses are carried.
+#[derive(Debug, Clone, Default)]
+pub struct SseConfig {
+    /// Send a `:` comment line to the client after this long without data, so proxies and
+    /// load balancers in between keep the stream open. Default is none (the stream is passed
+    /// on byte for byte). A route's `heartbeat` overrides it.
+    pub heartbeat: Option<Duration>,
 }
 
 /// Validated now; used by overload shedding (issue #7).
@@ -291,6 +301,8 @@ pub struct RouteConfig {
     pub idle_timeout: Option<Duration>,
     /// Overrides the service's `preserve_host`. Default is the service's.
     pub preserve_host: Option<bool>,
+    /// Overrides `[sse] heartbeat` for event streams on this route.
+    pub heartbeat: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]

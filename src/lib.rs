@@ -21,6 +21,7 @@ pub mod demo;
 pub mod error;
 pub mod observe;
 pub mod proxy;
+pub mod realtime;
 pub mod router;
 pub mod runtime;
 pub mod server;

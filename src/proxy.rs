@@ -19,7 +19,7 @@ mod forward;
 pub use checks::{head_framing, HeadFraming};
 pub mod client;
 pub mod headers;
-mod idle;
+pub(crate) mod idle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -552,3 +552,51 @@ async fn a_slow_upload_is_not_counted_as_the_endpoints_latency() {
     assert!(last_ms < 300.0, "lastMs {last_ms}");
     assert!(latency["ewmaMs"].as_f64().unwrap() < 300.0, "{latency}");
 }
+
+#[tokio::test]
+async fn a_reset_endpoint_is_never_retried_against_itself() {
+    use crate::support::raw::counting_resetting_upstream;
+    let (alone, attempts) = counting_resetting_upstream().await;
+    let gw = TestGateway::start(&pool("s", &[format!("http://{alone}")], ""), &[]).await;
+    let response = client().get(gw.url("/api/s/x")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    // The first attempt's reset may be a stale pooled connection: one replay on a fresh one,
+    // and nothing more, counted once.
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    let stats = gateway_stats(&gw).await;
+    assert_eq!(stats[0]["failures"], 1, "{stats:?}");
+
+    // With a working endpoint beside it, the request ends there.
+    let (resetting, attempts) = counting_resetting_upstream().await;
+    let up = Upstream::ok().await;
+    let urls = [format!("http://{resetting}"), up.url()];
+    let gw = TestGateway::start(&pool("s", &urls, "balancer = \"round_robin\""), &[]).await;
+    for _ in 0..2 {
+        let response = client().get(gw.url("/api/s/x")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "one request, one replay"
+    );
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test]
+async fn an_invalid_upstream_response_is_named_as_such_and_not_repeated_there() {
+    use crate::support::raw::invalid_response_upstream;
+    let (addr, attempts) = invalid_response_upstream().await;
+    let gw = TestGateway::start(&pool("s", &[format!("http://{addr}")], ""), &[]).await;
+    let response = client().get(gw.url("/api/s/x")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let body = error_body(response, "upstream_unavailable").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid HTTP response"),
+        "{body}"
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+}

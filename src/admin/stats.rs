@@ -67,7 +67,7 @@ pub fn gateway_stats(rt: &Runtime) -> Value {
                 "path": path,
                 "targetUrl": &*endpoint.label,
                 "failures": endpoint.breaker.consecutive_failures(),
-                "state": endpoint.breaker.state().as_upper(),
+                "state": endpoint.breaker.state_at(service.clock.now_ms()).as_upper(),
             }));
         }
     }
@@ -93,7 +93,7 @@ fn service_stats(service: &Service) -> Value {
                 .load(std::sync::atomic::Ordering::Relaxed)
                 > 0
             {
-                latencies.push(endpoint.ewma.last_estimate() / 1000.0);
+                latencies.push(endpoint.ewma.cost(now) / 1000.0);
             }
             endpoint_stats(endpoint, now, counts.requests as f64 / seconds as f64)
         })
@@ -115,7 +115,7 @@ fn service_stats(service: &Service) -> Value {
 
 fn endpoint_stats(endpoint: &Endpoint, now: u64, rps: f64) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
-    let state = endpoint.breaker.state();
+    let state = endpoint.breaker.state_at(now);
     let open_until = match state {
         // The service clock's milliseconds, as wall-clock time.
         State::Open { until_ms } => epoch_ms() + until_ms.saturating_sub(now),
@@ -135,7 +135,7 @@ fn endpoint_stats(endpoint: &Endpoint, now: u64, rps: f64) -> Value {
         "errorsTotal": endpoint.stats.errors_total.load(Relaxed),
         "rps": round2(rps),
         "latency": {
-            "ewmaMs": round2(endpoint.ewma.last_estimate() / 1000.0),
+            "ewmaMs": round2(endpoint.ewma.cost(now) / 1000.0),
             "lastMs": round2(endpoint.stats.last_latency_us.load(Relaxed) as f64 / 1000.0),
             "p50Ms": round2(p50 as f64 / 1000.0),
             "p99Ms": round2(p99 as f64 / 1000.0),

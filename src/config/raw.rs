@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub rate_limit: RawRateLimit,
     pub cache: RawCache,
     pub websocket: RawWebSocket,
+    pub sse: RawSse,
     pub pressure: RawPressure,
     pub breaker: RawBreaker,
     pub services: BTreeMap<String, RawService>,
@@ -91,6 +92,12 @@ pub struct RawWebSocket {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawSse {
+    pub heartbeat: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawPressure {
     pub max_event_loop_delay: Option<RawDuration>,
     pub max_rss: Option<RawSize>,
@@ -115,7 +122,10 @@ pub struct RawService {
 
 /// `[breaker]`, and a service's `breaker = { … }` (its keys override the section's).
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { consecutive_failures = 5 }"
+)]
 pub struct RawBreaker {
     pub consecutive_failures: Option<u32>,
     pub failure_ratio: Option<f64>,
@@ -127,7 +137,10 @@ pub struct RawBreaker {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { path = \"/health\" }"
+)]
 pub struct RawHealthCheck {
     pub path: Option<String>,
     pub interval: Option<RawDuration>,
@@ -136,16 +149,44 @@ pub struct RawHealthCheck {
     pub unhealthy_after: Option<u32>,
 }
 
-/// `"http://host:port"` or `{ url = "…", weight = 2 }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// `"http://host:port"` or `{ url = "…", weight = 2 }`. Deserialized by hand rather than as
+/// an untagged enum, whose only error is "did not match any variant": this way a typo in the
+/// table (`wieght`) or a bad weight gets serde's own message naming the key.
+#[derive(Debug, Clone)]
 pub enum RawUpstream {
     Url(String),
-    Weighted {
-        url: String,
-        #[serde(default)]
-        weight: Option<u32>,
-    },
+    Weighted(RawWeightedUpstream),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedUpstream {
+    pub url: String,
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for RawUpstream {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UpstreamVisitor;
+        impl<'de> serde::de::Visitor<'de> for UpstreamVisitor {
+            type Value = RawUpstream;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a URL string or a table { url = \"…\", weight = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawUpstream, E> {
+                Ok(RawUpstream::Url(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawUpstream, A::Error> {
+                let map = serde::de::value::MapAccessDeserializer::new(map);
+                RawWeightedUpstream::deserialize(map).map(RawUpstream::Weighted)
+            }
+        }
+        deserializer.deserialize_any(UpstreamVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +205,7 @@ pub struct RawRoute {
     pub timeout: Option<RawDuration>,
     pub idle_timeout: Option<RawDuration>,
     pub preserve_host: Option<bool>,
+    pub heartbeat: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +238,7 @@ impl RawConfig {
                 "rate_limit" => read(value, &key, &mut fail, &mut raw.rate_limit),
                 "cache" => read(value, &key, &mut fail, &mut raw.cache),
                 "websocket" => read(value, &key, &mut fail, &mut raw.websocket),
+                "sse" => read(value, &key, &mut fail, &mut raw.sse),
                 "pressure" => read(value, &key, &mut fail, &mut raw.pressure),
                 "breaker" => read(value, &key, &mut fail, &mut raw.breaker),
                 "tls" => {
@@ -236,7 +279,7 @@ impl RawConfig {
                 _ => errors.push((
                     key.clone(),
                     "unknown section (expected server, tls, log, auth, rate_limit, cache, \
-                     websocket, pressure, breaker, services or routes)"
+                     websocket, sse, pressure, breaker, services or routes)"
                         .to_owned(),
                 )),
             }
@@ -269,14 +312,14 @@ fn read<T: serde::de::DeserializeOwned>(
 impl RawUpstream {
     pub fn url(&self) -> &str {
         match self {
-            RawUpstream::Url(url) | RawUpstream::Weighted { url, .. } => url,
+            RawUpstream::Url(url) | RawUpstream::Weighted(RawWeightedUpstream { url, .. }) => url,
         }
     }
 
     pub fn weight(&self) -> Option<u32> {
         match self {
             RawUpstream::Url(_) => None,
-            RawUpstream::Weighted { weight, .. } => *weight,
+            RawUpstream::Weighted(weighted) => weighted.weight,
         }
     }
 }

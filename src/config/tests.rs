@@ -416,7 +416,7 @@ fn pool_keys_are_checked_by_their_path() {
         "services.a.max_in_flight_per_endpoint: must be at least 1",
         "services.a.health_check.path: required",
         "services.b.hash_key: only used with balancer = \"hash\"",
-        "services.b.breaker.window: must be between 1s and 60s",
+        "services.b.breaker.window: must be whole seconds between 1s and 60s",
         "services.c.hash_key: expected \"ip\", \"header:<name>\" or \"cookie:<name>\"",
         "services.c.health_check.timeout: must not be longer than the interval",
     ] {
@@ -453,7 +453,7 @@ fn too_many_upstreams_and_too_long_durations_are_config_errors() {
         "UPSTREAMS.big: has 257 upstreams; at most 256 are supported",
         "breaker.open_for: 30days is longer than the longest duration accepted (7 days)",
         "services.a.response_timeout: ",
-        "services.a.health_check.path: expected a path starting with '/'",
+        "services.a.health_check.path: expected a path and optional query without '#'",
         "HTTP_PROXY_TIMEOUT_MS: ",
     ] {
         assert!(
@@ -462,6 +462,31 @@ fn too_many_upstreams_and_too_long_durations_are_config_errors() {
         );
     }
     assert_eq!(errors.len(), 5, "{errors:#?}");
+}
+
+#[test]
+fn upstream_tables_and_lists_are_checked_key_by_key() {
+    let toml = r#"
+        [services.typo]
+        upstreams = [{ url = "http://127.0.0.1:1", wieght = 2 }]
+        [services.twice]
+        upstreams = ["http://127.0.0.1:3", { url = "http://127.0.0.1:3/", weight = 2 }]
+        [services.shape]
+        upstreams = ["http://127.0.0.1:4"]
+        health_check = "/h"
+    "#;
+    let errors = errors_of(Some(toml), &[]);
+    for expected in [
+        "services.typo.upstreams[0].wieght: unknown field `wieght`, expected `url` or `weight`",
+        "services.twice.upstreams[1]: http://127.0.0.1:3 is listed twice (first at [0])",
+        "services.shape.health_check: invalid type: string \"/h\", expected a table",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "missing {expected:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), 3, "{errors:#?}");
 }
 
 #[test]

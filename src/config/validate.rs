@@ -150,6 +150,13 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             Duration::from_secs(30),
         ),
     };
+    let sse = SseConfig {
+        heartbeat: raw
+            .sse
+            .heartbeat
+            .as_ref()
+            .and_then(|d| errors.check("sse.heartbeat", d.parse().and_then(nonzero_duration))),
+    };
     let pressure = PressureConfig {
         max_event_loop_delay: errors.layered(
             env,
@@ -215,6 +222,7 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             rate_limit,
             cache,
             websocket,
+            sse,
             pressure,
             services,
             routes,

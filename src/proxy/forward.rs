@@ -5,19 +5,24 @@
 //! pick (balancer + breaker) ─► send with the response timeout ─► response head?
 //!   yes ─► 5xx in failure_statuses counts against the endpoint, anything else for it
 //!   no  ─► the client's own fault (body too large, stalled, malformed)? answer it, count nothing
-//!       ─► connect error, or reset before any response ─► count a failure ─► retry?
+//!       ─► connect error, reset before any response, or an invalid response
+//!          ─► count a failure ─► retry elsewhere?
 //! ```
 //!
 //! A retry happens only when nothing of the request can have been processed twice: a connect
-//! error for any method, a reset before any response for an idempotent one (RFC 9110
-//! §9.2.2) — and in both cases only while the body has not started to go out. It goes to an
-//! endpoint this request has not tried (the same one after a reset when no other is usable),
-//! on a new connection, bounded by the service's `max_retries` and its retry budget. Nothing
-//! reaches the client before this function returns, so no retry follows response bytes.
+//! error for any method; a reset or an unparseable response for an idempotent one (RFC 9110
+//! §9.2.2) — and in all cases only while the body has not started to go out. It goes to an
+//! endpoint this request has not tried, on a new connection, bounded by the service's
+//! `max_retries` and its retry budget; never to the same endpoint again, which would only
+//! multiply the load on a failing one. Nothing reaches the client before this function
+//! returns, so no retry follows response bytes.
 //!
-//! One case is not a retry: a reset on a *pooled* connection is most often a keep-alive
-//! connection the upstream closed just as we reused it. That request is replayed once on a
-//! new connection to the same endpoint, without counting a failure: the endpoint is fine.
+//! One case is not a retry: a reset on the first attempt over the *pooled* client is most
+//! often a keep-alive connection the upstream closed just as we reused it. That request is
+//! replayed once on a new connection to the same endpoint, without counting a failure; the
+//! replay's outcome is what the breaker hears. The legacy client does not say whether the
+//! connection was reused, so an endpoint that resets every request sees each idempotent one
+//! twice (and one failure); a pool of our own that knows reuse will make this exact.
 
 use std::sync::Arc;
 
@@ -51,6 +56,9 @@ pub(super) struct Outgoing<'a> {
 enum Failure {
     Connect(hyper_util::client::legacy::Error),
     Reset(hyper_util::client::legacy::Error),
+    /// The upstream answered with something that is not HTTP (bad status line, conflicting
+    /// lengths, ...): it got the request, so only an idempotent one may go elsewhere.
+    Invalid(hyper_util::client::legacy::Error),
     Timeout,
 }
 
@@ -151,7 +159,7 @@ pub(super) async fn forward(
                     Outcome::Success
                 };
                 lease.record(outcome, service.clock.now_us());
-                if is_event_stream(response.headers()) {
+                if crate::realtime::sse::is_event_stream(response.headers()) {
                     lease.set_kind(StreamKind::Sse);
                 }
                 return Ok((response, lease));
@@ -164,6 +172,8 @@ pub(super) async fn forward(
                 }
                 if e.is_connect() {
                     Failure::Connect(e)
+                } else if is_invalid_response(&e) {
+                    Failure::Invalid(e)
                 } else {
                     Failure::Reset(e)
                 }
@@ -174,7 +184,7 @@ pub(super) async fn forward(
         let safe_to_repeat = body_unsent
             && match &failure {
                 Failure::Connect(_) => true,
-                Failure::Reset(_) => out.method.is_idempotent(),
+                Failure::Reset(_) | Failure::Invalid(_) => out.method.is_idempotent(),
                 Failure::Timeout => false,
             };
         if pooled && safe_to_repeat && matches!(failure, Failure::Reset(_)) {
@@ -203,10 +213,6 @@ pub(super) async fn forward(
             }
             // After a reset the same endpoint may be tried again when nothing else is usable.
             let now = service.clock.now_ms();
-            if matches!(failure, Failure::Reset(_)) && !service.pool.has_usable_except(&tried, now)
-            {
-                tried = Candidates::default();
-            }
             retrying =
                 service.pool.has_usable_except(&tried, now) && service.retry_budget.withdraw();
         }
@@ -272,6 +278,10 @@ fn failure_error(failure: Failure, response_timeout: std::time::Duration) -> Gat
             ErrorKind::UpstreamUnavailable,
             "the upstream closed the connection before responding",
         ),
+        Failure::Invalid(_) => GatewayError::upstream(
+            ErrorKind::UpstreamUnavailable,
+            "the upstream sent an invalid HTTP response",
+        ),
         Failure::Timeout => GatewayError::upstream(
             ErrorKind::UpstreamTimeout,
             format!("the upstream did not respond within {response_timeout:?}"),
@@ -282,7 +292,7 @@ fn failure_error(failure: Failure, response_timeout: std::time::Duration) -> Gat
 fn log_failure(exchange: &Exchange, upstream: &str, failure: &Failure, retrying: bool) {
     let request_id = exchange.request_id.to_str().unwrap_or_default();
     match failure {
-        Failure::Connect(e) | Failure::Reset(e) => tracing::warn!(
+        Failure::Connect(e) | Failure::Reset(e) | Failure::Invalid(e) => tracing::warn!(
             request_id,
             upstream,
             retrying,
@@ -293,15 +303,16 @@ fn log_failure(exchange: &Exchange, upstream: &str, failure: &Failure, retrying:
     }
 }
 
-fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        })
+/// Whether hyper failed to parse the upstream's response (as opposed to losing the connection).
+fn is_invalid_response(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(hyper_error) = e.downcast_ref::<hyper::Error>() {
+            return hyper_error.is_parse() || hyper_error.is_parse_status();
+        }
+        current = e.source();
+    }
+    false
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

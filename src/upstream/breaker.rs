@@ -122,6 +122,16 @@ impl Breaker {
         }
     }
 
+    /// The state as an observer should see it at `now_ms`: an open breaker whose `open_for`
+    /// has run out is half-open in all but name (the next request is its probe), even when
+    /// no request has come to make it so.
+    pub fn state_at(&self, now_ms: u64) -> State {
+        match self.state() {
+            State::Open { until_ms } if until_ms <= now_ms => State::HalfOpen,
+            state => state,
+        }
+    }
+
     /// When an open breaker will admit a probe; `None` unless open.
     pub fn open_until(&self) -> Option<u64> {
         match self.state() {

@@ -14,11 +14,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// How quickly an estimate forgets. Five seconds: an endpoint that took 80 ms decays to its
-/// 10 ms peers' cost in about 10 s (5 s × ln 8) without traffic, and to the 1 ms cost floor
-/// in about 22 s, so it is retried well within half a minute; one that recovered is back
-/// within seconds.
-pub const DEFAULT_DECAY_MS: f64 = 5_000.0;
+/// How quickly an estimate forgets. Two seconds: an endpoint that took 80 ms decays to its
+/// 10 ms peers' cost in about 4 s (2 s × ln 8) without traffic, and one whose single answer
+/// took 300 ms to the 1 ms cost floor in about 11 s, so a slow spell costs an endpoint
+/// seconds of traffic, not minutes; one that recovered is back at its first fast answer.
+/// Between those probes a still-slow endpoint gets nothing, which is the point.
+pub const DEFAULT_DECAY_MS: f64 = 2_000.0;
 
 #[derive(Debug)]
 pub struct PeakEwma {
@@ -44,11 +45,6 @@ impl PeakEwma {
             return cost;
         }
         cost * decay(elapsed_ms(now_ms, stamp), self.decay_ms)
-    }
-
-    /// The estimate as of the last sample, undecayed (for stats).
-    pub fn last_estimate(&self) -> f64 {
-        unpack(self.packed.load(Ordering::Relaxed)).0
     }
 
     /// Adds one latency sample, in microseconds.
@@ -122,7 +118,7 @@ mod tests {
         ewma.observe(90_000.0, 10);
         assert!((ewma.cost(10) - 90_000.0).abs() < 1.0);
         // One decay constant later, e^-1 of it remains.
-        let later = ewma.cost(10 + 5_000);
+        let later = ewma.cost(10 + DEFAULT_DECAY_MS as u64);
         assert!(
             (later - 90_000.0 / std::f64::consts::E).abs() < 10.0,
             "{later}"
@@ -150,7 +146,7 @@ mod tests {
         // A sample that lost the race: blended as if no time passed, the later stamp kept.
         ewma.observe(1_000.0, 999);
         assert!(ewma.cost(1_000) > 499_000.0, "{}", ewma.cost(1_000));
-        let later = ewma.cost(1_000 + 5_000);
+        let later = ewma.cost(1_000 + DEFAULT_DECAY_MS as u64);
         assert!((later - ewma.cost(1_000) / std::f64::consts::E).abs() < 10.0);
     }
 

@@ -2,6 +2,8 @@
 //! Also raw "upstreams" that refuse, reset or stall at the TCP level.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,6 +59,40 @@ pub async fn resetting_upstream() -> SocketAddr {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
     })
     .await
+}
+
+/// Like [`resetting_upstream`], also counting the connections (= attempts) it got.
+pub async fn counting_resetting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let addr = raw_upstream(move |mut stream| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
+        }
+    })
+    .await;
+    (addr, count)
+}
+
+/// An upstream that answers every request with a response no HTTP parser may accept (two
+/// different `Content-Length`s), counting the connections it got.
+pub async fn invalid_response_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let addr = raw_upstream(move |mut stream| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok")
+                .await;
+        }
+    })
+    .await;
+    (addr, count)
 }
 
 /// An upstream that answers each connection's first request with `200 ok`, then closes it

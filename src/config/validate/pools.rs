@@ -53,10 +53,13 @@ pub(super) fn breaker(
         }
     }
     if let Some(window) = duration(errors, &format!("{path}.window"), &raw.window) {
-        if window < Duration::from_secs(1) || window > Duration::from_secs(60) {
+        if window < Duration::from_secs(1)
+            || window > Duration::from_secs(60)
+            || window.subsec_nanos() != 0
+        {
             errors.push(
                 format!("{path}.window"),
-                "must be between 1s and 60s (it is counted in whole seconds)",
+                "must be whole seconds between 1s and 60s (it is counted per second)",
             );
         } else {
             config.window = window;
@@ -141,23 +144,27 @@ pub(super) fn health_check(
     raw: &RawHealthCheck,
 ) -> Option<HealthCheckConfig> {
     let path_key = format!("{path}.path");
+    // Every key is checked even when an earlier one is wrong, so one run reports them all.
     let check_path = match raw.path.as_deref() {
         None => {
             errors.push(path_key, "required (e.g. \"/health\")");
-            return None;
+            None
         }
-        Some(p)
-            if !p.starts_with('/')
-                || p.contains('#')
-                || http::uri::PathAndQuery::try_from(p).is_err() =>
-        {
+        Some(p) if !p.starts_with('/') => {
             errors.push(
                 path_key,
                 format!("expected a path starting with '/', got {p:?}"),
             );
-            return None;
+            None
         }
-        Some(p) => p.to_owned(),
+        Some(p) if p.contains('#') || http::uri::PathAndQuery::try_from(p).is_err() => {
+            errors.push(
+                path_key,
+                format!("expected a path and optional query without '#', spaces or control characters, got {p:?}"),
+            );
+            None
+        }
+        Some(p) => Some(p.to_owned()),
     };
     let interval = duration(errors, &format!("{path}.interval"), &raw.interval)
         .unwrap_or(Duration::from_secs(5));
@@ -177,12 +184,14 @@ pub(super) fn health_check(
         Some(n) => n,
         None => default,
     };
+    let healthy_after = count(errors, "healthy_after", raw.healthy_after, 2);
+    let unhealthy_after = count(errors, "unhealthy_after", raw.unhealthy_after, 3);
     Some(HealthCheckConfig {
-        path: check_path,
+        path: check_path?,
         interval,
         timeout,
-        healthy_after: count(errors, "healthy_after", raw.healthy_after, 2),
-        unhealthy_after: count(errors, "unhealthy_after", raw.unhealthy_after, 3),
+        healthy_after,
+        unhealthy_after,
     })
 }
 

@@ -87,6 +87,10 @@ pub(super) fn route(
         .idle_timeout
         .as_ref()
         .and_then(|d| errors.check(&at("idle_timeout"), d.parse().and_then(nonzero_duration)));
+    let heartbeat = raw
+        .heartbeat
+        .as_ref()
+        .and_then(|d| errors.check(&at("heartbeat"), d.parse().and_then(nonzero_duration)));
     let host = raw
         .host
         .as_deref()
@@ -107,6 +111,7 @@ pub(super) fn route(
         timeout,
         idle_timeout,
         preserve_host: raw.preserve_host,
+        heartbeat,
     })
 }
 

@@ -67,6 +67,23 @@ pub(super) fn services(
                 .collect(),
         };
         let from_env = env_upstreams.contains_key(name);
+        // The same endpoint twice would have two breakers and two shares of traffic: a
+        // weight in disguise, and a confusing one. Say so (compared after parsing, so
+        // `http://a:1` and `http://a:1/` are the same).
+        for (i, url) in upstreams.iter().enumerate() {
+            let url = url.to_string();
+            if let Some(first) = upstreams[..i].iter().position(|u| u.to_string() == url) {
+                let key = if from_env {
+                    format!("UPSTREAMS.{name}[{i}]")
+                } else {
+                    format!("{path}.upstreams[{i}]")
+                };
+                errors.push(
+                    key,
+                    format!("{url} is listed twice (first at [{first}]); use weight instead"),
+                );
+            }
+        }
         let listed = match env_upstreams.get(name) {
             Some(urls) => urls.len(),
             None => file.upstreams.len(),

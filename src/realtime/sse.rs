@@ -1,0 +1,164 @@
+//! Server-Sent Events: what makes a `text/event-stream` response a stream that reaches the
+//! client as it is written, on any route.
+//!
+//! - Headers: `Cache-Control: no-cache` (unless the upstream already forbids storing) and
+//!   `X-Accel-Buffering: no`, so caches and nginx-style proxies in front pass events on at once.
+//! - No total timeout: the response timeout covers only the wait for the response head, and
+//!   the stream is cut only after the route's `idle_timeout` of upstream silence.
+//! - Heartbeats (optional, `[sse] heartbeat` or a route's `heartbeat`): after that long with
+//!   nothing sent to the client, a `:` comment line is. Comment lines are ignored by every
+//!   EventSource, but only at the start of a line: one written after `data: ab` would become
+//!   part of the event. So a beat waits until the bytes sent so far end with `\n`; a stream
+//!   paused mid-line gets no heartbeat (and no corruption). A `\r` alone is not enough either,
+//!   since the `\n` of a `\r\n` may follow.
+//!
+//! Bytes are never re-framed or parsed beyond the last byte of each chunk: the stream the
+//! client receives is the upstream's, with comment lines inserted between lines.
+
+use std::task::Context;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::proxy::idle::IdleTimer;
+
+/// The comment line a heartbeat sends.
+const BEAT: &[u8] = b":\n";
+
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// Whether a response is an event stream (`text/event-stream`, any parameters, any case).
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// Sets the headers that keep caches and buffering proxies from holding events back.
+pub fn set_stream_headers(headers: &mut HeaderMap) {
+    let forbids_storing = headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            let d = d.trim();
+            d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store")
+        });
+    if !forbids_storing {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
+}
+
+/// The heartbeat of one stream: call [`Heartbeat::sent`] with every chunk that goes to the
+/// client and [`Heartbeat::poll_beat`] whenever the upstream has nothing.
+pub struct Heartbeat {
+    timer: IdleTimer,
+    at_line_start: bool,
+}
+
+impl Heartbeat {
+    pub fn new(every: Duration) -> Self {
+        Heartbeat {
+            timer: IdleTimer::new(every),
+            at_line_start: true,
+        }
+    }
+
+    /// `data` went to the client.
+    pub fn sent(&mut self, data: &[u8]) {
+        if let Some(&last) = data.last() {
+            self.timer.progress();
+            self.at_line_start = last == b'\n';
+        }
+    }
+
+    /// A comment line to send now, or `None` (the waker is registered for the next beat).
+    pub fn poll_beat(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        if !self.timer.poll_expired(cx) {
+            return None;
+        }
+        // Due: start the next interval (and register for it) whether or not we may beat now.
+        self.timer.progress();
+        let _ = self.timer.poll_expired(cx);
+        self.at_line_start.then(|| Bytes::from_static(BEAT))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap_or_else(|_| unreachable!()),
+                HeaderValue::from_str(v).unwrap_or_else(|_| unreachable!()),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn event_streams_are_recognised_by_media_type() {
+        for (value, expected) in [
+            ("text/event-stream", true),
+            ("text/event-stream; charset=utf-8", true),
+            ("Text/Event-Stream", true),
+            ("text/event-streamx", false),
+            ("application/json", false),
+        ] {
+            let map = headers(&[("content-type", value)]);
+            assert_eq!(is_event_stream(&map), expected, "{value}");
+        }
+        assert!(!is_event_stream(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn stream_headers_keep_a_stricter_cache_control() {
+        let mut map = headers(&[("cache-control", "public, max-age=60")]);
+        set_stream_headers(&mut map);
+        assert_eq!(map[CACHE_CONTROL], "no-cache");
+        assert_eq!(map["x-accel-buffering"], "no");
+        let mut map = headers(&[("cache-control", "private, no-store")]);
+        set_stream_headers(&mut map);
+        assert_eq!(map[CACHE_CONTROL], "private, no-store");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beats_only_at_a_line_start_after_a_quiet_interval() {
+        let mut beat = Heartbeat::new(Duration::from_secs(10));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // As the body does: data goes out, then the upstream is polled and has nothing.
+        let send_then_wait = |beat: &mut Heartbeat, data: &[u8]| {
+            beat.sent(data);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert_eq!(beat.poll_beat(&mut cx), None, "just sent {data:?}");
+        };
+        assert_eq!(beat.poll_beat(&mut cx), None, "not yet due");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(beat.poll_beat(&mut cx).as_deref(), Some(BEAT));
+        // Mid-line (`data: ab` not yet ended): due again, but no beat may go in.
+        send_then_wait(&mut beat, b"data: ab");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(beat.poll_beat(&mut cx), None);
+        // `\r` may be the first half of `\r\n`: still not a line start.
+        send_then_wait(&mut beat, b"\r");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(beat.poll_beat(&mut cx), None);
+        send_then_wait(&mut beat, b"\n");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(beat.poll_beat(&mut cx), None, "data went out 5 s ago");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(beat.poll_beat(&mut cx).as_deref(), Some(BEAT));
+        // And then every interval while nothing else is sent.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(beat.poll_beat(&mut cx).as_deref(), Some(BEAT));
+    }
+}
