@@ -4,7 +4,8 @@
 //! request id ─► ops endpoint? ─► framing and header-size checks ─► normalise path ─► route
 //!   ─► method ─► auth ─► body limit (Content-Length) ─► pick endpoint ─► upstream request
 //!   (hop-by-hop removed, X-Forwarded-*, x-request-id, traceparent, route header edits)
-//!   ─► send with the response timeout ─► response headers cleaned and edited ─► stream body
+//!   ─► send with the response timeout ─► response headers cleaned and edited
+//!   (event streams: no-cache, no proxy buffering, heartbeats) ─► stream body
 //! ```
 //!
 //! Every answer the gateway makes itself is a [`GatewayError`] turned into JSON in one place;
@@ -33,6 +34,7 @@ use tokio::time::Instant;
 use crate::config::HeaderOps;
 use crate::error::{ErrorKind, GatewayError};
 use crate::observe::{Exchange, ExchangeStart};
+use crate::realtime::sse;
 use crate::router::normalize_path;
 use crate::runtime::Runtime;
 use crate::server::{ConnActivity, Role};
@@ -251,14 +253,20 @@ pub async fn handle(
     }
     let (mut parts, upstream_body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
+    let event_stream = sse::is_event_stream(&parts.headers);
+    if event_stream {
+        sse::set_stream_headers(&mut parts.headers);
+    }
     apply_header_ops(&mut parts.headers, &policy.response_headers);
     parts
         .headers
         .insert(X_REQUEST_ID, exchange.request_id.clone());
     exchange.set_status(parts.status.as_u16());
-    let body = GatewayBody::upstream(upstream_body, policy.idle_timeout)
-        .with_lease(lease)
-        .with_exchange(exchange);
+    let mut body = GatewayBody::upstream(upstream_body, policy.idle_timeout);
+    if let (true, Some(every)) = (event_stream, policy.heartbeat) {
+        body = body.with_heartbeat(every);
+    }
+    let body = body.with_lease(lease).with_exchange(exchange);
     Response::from_parts(parts, body)
 }
 

@@ -5,7 +5,8 @@
 //!    matches `/users` and `/users/7`, never `/usersx`); among routes on the same path an
 //!    exact match beats a prefix, and a route with a `host` beats one without. A prefix route
 //!    for a host that does not match falls back to a shorter path, so hosts never shadow.
-//! 2. the service routes `/api/:service/*rest` (matchit), forwarding `/rest`.
+//! 2. the service routes `/api/:service/*rest` (any method) and `/sse/:service/*rest` (GET
+//!    and HEAD: the same forwarding, for event streams) (matchit), forwarding `/rest`.
 //!
 //! Matching happens on the normalised path ([`normalize_path`]), and the same string is what
 //! goes upstream: the router never decodes, resolves or re-encodes anything afterwards.
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::config::{HeaderOps, MatchKind, Rewrite, RouteConfig};
+use crate::config::{HeaderOps, MatchKind, Rewrite, RouteConfig, SseConfig};
 use crate::error::{ErrorKind, GatewayError};
 use crate::upstream::Service;
 
@@ -44,14 +45,24 @@ pub struct RoutePolicy {
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
     pub preserve_host: bool,
+    /// SSE heartbeat interval for event-stream responses on this route, if any.
+    pub heartbeat: Option<Duration>,
 }
 
 pub struct Router {
     config_routes: HashMap<String, Vec<Arc<RoutePolicy>>>,
-    service_routes: matchit::Router<()>,
+    service_routes: matchit::Router<ServiceRoute>,
     /// A B-tree, not a hash map: for a handful of names a few comparisons beat SipHash.
-    service_policies: BTreeMap<String, Arc<RoutePolicy>>,
+    api_policies: BTreeMap<String, Arc<RoutePolicy>>,
+    sse_policies: BTreeMap<String, Arc<RoutePolicy>>,
     has_host_routes: bool,
+}
+
+/// Which family of service routes a path matched.
+#[derive(Debug, Clone, Copy)]
+enum ServiceRoute {
+    Api,
+    Sse,
 }
 
 /// A routing decision.
@@ -67,6 +78,7 @@ impl Router {
     pub fn new(
         routes: &[RouteConfig],
         services: &BTreeMap<String, Arc<Service>>,
+        sse: &SseConfig,
     ) -> Result<Router, String> {
         let mut config_routes: HashMap<String, Vec<Arc<RoutePolicy>>> = HashMap::new();
         for route in routes {
@@ -92,6 +104,7 @@ impl Router {
                 response_timeout: route.timeout.unwrap_or(service.response_timeout),
                 idle_timeout: route.idle_timeout.unwrap_or(service.idle_timeout),
                 preserve_host: route.preserve_host.unwrap_or(service.preserve_host),
+                heartbeat: route.heartbeat.or(sse.heartbeat),
             };
             config_routes
                 .entry(route.path.clone())
@@ -104,42 +117,49 @@ impl Router {
         }
 
         let mut service_routes = matchit::Router::new();
-        for pattern in [
-            "/api/{service}",
-            "/api/{service}/",
-            "/api/{service}/{*rest}",
-        ] {
-            service_routes
-                .insert(pattern, ())
-                .map_err(|e| format!("service route {pattern}: {e}"))?;
+        for (prefix, kind) in [("/api", ServiceRoute::Api), ("/sse", ServiceRoute::Sse)] {
+            for tail in ["", "/", "/{*rest}"] {
+                let pattern = format!("{prefix}/{{service}}{tail}");
+                service_routes
+                    .insert(pattern.as_str(), kind)
+                    .map_err(|e| format!("service route {pattern}: {e}"))?;
+            }
         }
-        let service_policies = services
+        let service_policy = |prefix: &str, name: &str, service: &Arc<Service>| {
+            let methods = (prefix == "/sse").then(|| vec![Method::GET, Method::HEAD]);
+            let policy = RoutePolicy {
+                label: Arc::from(format!("{prefix}/{name}")),
+                service: service.clone(),
+                match_kind: MatchKind::Prefix,
+                host: None,
+                allow: allow_header(methods.as_deref()),
+                methods,
+                strip_prefix: true,
+                rewrite: None,
+                prefix_len: prefix.len() + 1 + name.len(),
+                request_headers: HeaderOps::default(),
+                response_headers: HeaderOps::default(),
+                response_timeout: service.response_timeout,
+                idle_timeout: service.idle_timeout,
+                preserve_host: service.preserve_host,
+                heartbeat: sse.heartbeat,
+            };
+            (name.to_owned(), Arc::new(policy))
+        };
+        let api_policies = services
             .iter()
-            .map(|(name, service)| {
-                let policy = RoutePolicy {
-                    label: Arc::from(format!("/api/{name}")),
-                    service: service.clone(),
-                    match_kind: MatchKind::Prefix,
-                    host: None,
-                    methods: None,
-                    allow: String::new(),
-                    strip_prefix: true,
-                    rewrite: None,
-                    prefix_len: "/api/".len() + name.len(),
-                    request_headers: HeaderOps::default(),
-                    response_headers: HeaderOps::default(),
-                    response_timeout: service.response_timeout,
-                    idle_timeout: service.idle_timeout,
-                    preserve_host: service.preserve_host,
-                };
-                (name.clone(), Arc::new(policy))
-            })
+            .map(|(name, service)| service_policy("/api", name, service))
+            .collect();
+        let sse_policies = services
+            .iter()
+            .map(|(name, service)| service_policy("/sse", name, service))
             .collect();
         let has_host_routes = config_routes.values().flatten().any(|p| p.host.is_some());
         Ok(Router {
             config_routes,
             service_routes,
-            service_policies,
+            api_policies,
+            sse_policies,
             has_host_routes,
         })
     }
@@ -160,7 +180,11 @@ impl Router {
             ));
         };
         let service = matched.params.get("service").unwrap_or_default();
-        let Some(policy) = self.service_policies.get(service) else {
+        let policies = match matched.value {
+            ServiceRoute::Api => &self.api_policies,
+            ServiceRoute::Sse => &self.sse_policies,
+        };
+        let Some(policy) = policies.get(service) else {
             return Err(GatewayError::client(
                 ErrorKind::UnknownService,
                 format!("unknown service {service:?}"),

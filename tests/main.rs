@@ -14,4 +14,5 @@ mod limits;
 mod pools;
 mod routing;
 mod server;
+mod streams;
 mod timeouts;

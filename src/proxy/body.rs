@@ -7,7 +7,9 @@
 //!   request's [`Exchange`] when it has been sent in full: the response timeout starts then.
 //! - [`GatewayBody`] is every response body sluice sends: a small fixed body it made itself,
 //!   or the upstream's stream with an idle timeout (a stream that goes silent longer than
-//!   `idle_timeout` is cut; one that keeps flowing is never cut, however long it runs).
+//!   `idle_timeout` is cut; one that keeps flowing is never cut, however long it runs) and,
+//!   for an event stream, optional heartbeats while the upstream is quiet
+//!   ([`crate::realtime::sse`]).
 //!
 //! Both hold the request's [`Exchange`], so the access log line is written when the last of
 //! them is done.
@@ -25,6 +27,7 @@ use hyper::body::Incoming;
 
 use super::idle::IdleTimer;
 use crate::observe::Exchange;
+use crate::realtime::sse::Heartbeat;
 use crate::upstream::Lease;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -77,7 +80,11 @@ enum Source {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream { inner: Incoming, idle: IdleTimer },
+    Upstream {
+        inner: Incoming,
+        idle: IdleTimer,
+        heartbeat: Option<Heartbeat>,
+    },
 }
 
 // === impl RequestBody ===
@@ -235,10 +242,19 @@ impl GatewayBody {
             kind: Kind::Upstream {
                 inner,
                 idle: IdleTimer::new(idle_timeout),
+                heartbeat: None,
             },
             lease: None,
             exchange: None,
         }
+    }
+
+    /// Sends an SSE heartbeat comment after `every` without data (an upstream body only).
+    pub fn with_heartbeat(mut self, every: Duration) -> Self {
+        if let Kind::Upstream { heartbeat, .. } = &mut self.kind {
+            *heartbeat = Some(Heartbeat::new(every));
+        }
+        self
     }
 
     /// Holds the endpoint's lease until this body is done.
@@ -280,9 +296,16 @@ impl Body for GatewayBody {
         let this = &mut *self;
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { inner, idle } => match Pin::new(inner).poll_frame(cx) {
+            Kind::Upstream {
+                inner,
+                idle,
+                heartbeat,
+            } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     idle.progress();
+                    if let (Some(heartbeat), Some(data)) = (heartbeat.as_mut(), frame.data_ref()) {
+                        heartbeat.sent(data);
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BoxError::from(e)))),
@@ -291,7 +314,11 @@ impl Body for GatewayBody {
                     let error: BoxError = Box::new(BodyIdleTimeout(idle.timeout()));
                     Poll::Ready(Some(Err(error)))
                 }
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => match heartbeat.as_mut().and_then(|h| h.poll_beat(cx)) {
+                    // The upstream's silence still counts towards its idle timeout.
+                    Some(beat) => Poll::Ready(Some(Ok(Frame::data(beat)))),
+                    None => Poll::Pending,
+                },
             },
         };
         match &polled {
