@@ -130,7 +130,7 @@ fn print_banner(addr: SocketAddr) {
          curl -X POST {base}/api/flaky/toggle             # break (or mend) one of flaky's two endpoints\n  \
          for i in $(seq 20); do curl -s {base}/api/flaky/x; echo; done   # 5 failures in a row open its breaker\n  \
          curl {base}/admin/stats                          # balancing, breakers, rates, latencies\n  \
-         curl -N {base}/api/ticker/events                 # Server-Sent Events, streamed as they come\n  \
+         curl -N {base}/sse/ticker/events                 # Server-Sent Events, streamed as they come\n  \
          curl -i {base}/api/nowhere/x                     # unknown service → JSON 404\n  \
          curl {base}/healthz  and  {base}/readyz\n\n\
          dev token (HS256, 1h, sub=demo-user; auth is off in the demo):\n  {token}\n\n\
