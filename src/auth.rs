@@ -55,14 +55,31 @@ impl Auth {
 
     /// Checks the bearer token when auth is required. `Ok(None)` when it is not required.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Identity>, GatewayError> {
+        self.authenticate_token(header_token(headers))
+    }
+
+    /// For WebSocket upgrades, which browsers cannot give an `Authorization` header: the
+    /// bearer token may also come from the `access_token` query parameter or, when
+    /// configured, a cookie. The header wins when present.
+    pub fn authenticate_upgrade(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        cookie: Option<&str>,
+    ) -> Result<Option<Identity>, GatewayError> {
+        let token = header_token(headers)
+            .or_else(|| query_param(query?, ACCESS_TOKEN_PARAM))
+            .or_else(|| cookie_value(headers, cookie?));
+        self.authenticate_token(token)
+    }
+
+    fn authenticate_token(&self, token: Option<&str>) -> Result<Option<Identity>, GatewayError> {
         if !self.required {
             return Ok(None);
         }
         let unauthorized = |m: &'static str| GatewayError::client(ErrorKind::Unauthorized, m);
-        let token = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
+        let token = token
+            .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("a bearer token is required"))?;
         if has_critical_extensions(token) {
             return Err(unauthorized("the token has critical header extensions"));
@@ -106,6 +123,37 @@ impl Auth {
 }
 
 /// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
+/// The query parameter that may carry a token on WebSocket upgrades (removed before the
+/// request goes upstream).
+pub const ACCESS_TOKEN_PARAM: &str = "access_token";
+
+fn header_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+}
+
+/// The raw value of `name` in a query string (tokens are base64url: no decoding needed).
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"'))
+}
+
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();

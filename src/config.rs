@@ -141,13 +141,24 @@ pub struct CacheConfig {
     pub max_body_bytes: u64,
 }
 
-/// Validated now; used by the WebSocket bridge (issue #4).
+/// `[websocket]`: the bridge between a client's WebSocket and its upstream's.
 #[derive(Debug, Clone)]
 pub struct WebSocketConfig {
-    /// `WS_MAX_BUFFERED_BYTES`. Default is 2,000,000 bytes.
+    /// `WS_MAX_BUFFERED_BYTES`: the most bytes written but not yet taken by a slow peer's
+    /// socket. Default is 2,000,000 bytes.
     pub max_buffered_bytes: u64,
-    /// `WS_PING_INTERVAL_MS`. Default is 30 seconds.
+    /// `WS_PING_INTERVAL_MS`: pings to both peers this often; a peer silent for two
+    /// intervals is closed. Default is 30 seconds.
     pub ping_interval: Duration,
+    /// Larger messages (and frames) are refused with close code 1009. Default is 16 MiB.
+    pub max_message_size: u64,
+    /// How long a peer may keep refusing data (backpressure) before the bridge gives up with
+    /// close code 1013. Default is 30 seconds.
+    pub stall_timeout: Duration,
+    /// A cookie that may carry the bearer token on upgrade requests (browsers cannot set
+    /// `Authorization` on a WebSocket). Default is none; the `access_token` query parameter
+    /// is always accepted.
+    pub token_cookie: Option<String>,
 }
 
 /// `[sse]`: how Server-Sent Events responses are carried.

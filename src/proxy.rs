@@ -34,12 +34,12 @@ use tokio::time::Instant;
 use crate::config::HeaderOps;
 use crate::error::{ErrorKind, GatewayError};
 use crate::observe::{Exchange, ExchangeStart};
-use crate::realtime::sse;
+use crate::realtime::{sse, ws};
 use crate::router::normalize_path;
 use crate::runtime::Runtime;
-use crate::server::{ConnActivity, Role};
+use crate::server::{ConnActivity, Role, StreamHost};
 use body::{GatewayBody, UnsentBody};
-use checks::{check_framing, content_length, is_websocket_upgrade, request_authority};
+use checks::{check_framing, content_length, request_authority};
 use forward::{forward, Outgoing};
 use headers::{Forwarded, X_REQUEST_ID};
 
@@ -51,11 +51,20 @@ pub struct ConnInfo {
     /// The peer's IP and the local port as header values, rendered once per connection.
     pub peer_header: HeaderValue,
     pub port_header: HeaderValue,
+    /// Where a WebSocket bridge started on this connection runs.
+    pub streams: StreamHost,
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, local_port: u16, tls: bool, activity: Arc<ConnActivity>) -> Self {
+    pub fn new(
+        peer: SocketAddr,
+        local_port: u16,
+        tls: bool,
+        activity: Arc<ConnActivity>,
+        streams: StreamHost,
+    ) -> Self {
         ConnInfo {
+            streams,
             peer_header: HeaderValue::from_str(&headers::canonical(peer.ip()).to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
             port_header: HeaderValue::from(local_port),
@@ -68,7 +77,7 @@ impl ConnInfo {
 
 /// Answers one request on the public listener.
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     rt: &Runtime,
     conn: &ConnInfo,
     role: Role,
@@ -121,14 +130,6 @@ pub async fn handle(
     if let Err(error) = check_framing(req.headers(), rt.max_header_bytes, &req) {
         return refuse(error, Exchange::new(start, None, None), has_body);
     }
-    if is_websocket_upgrade(req.headers()) {
-        // Until the bridge exists (issue #4), say so plainly instead of half-upgrading.
-        let error = GatewayError::client(
-            ErrorKind::BadRequest,
-            "WebSocket upgrades are not supported by this gateway yet",
-        );
-        return refuse(error, Exchange::new(start, None, None), has_body);
-    }
     let path = match normalize_path(request_uri.path()) {
         Ok(path) => path,
         Err(e) => {
@@ -165,9 +166,33 @@ pub async fn handle(
         .with_allow(policy.allow.clone());
         return refuse(error, exchange, has_body);
     }
-    let identity = match rt.auth.authenticate(req.headers()) {
+    let upgrade = ws::is_upgrade(req.headers());
+    if policy.websocket_only && !upgrade {
+        let error = GatewayError::client(
+            ErrorKind::BadRequest,
+            "this route takes WebSocket upgrades only",
+        );
+        return refuse(error, exchange, has_body);
+    }
+    let authenticated = if upgrade {
+        let cookie = rt.config.websocket.token_cookie.as_deref();
+        rt.auth
+            .authenticate_upgrade(req.headers(), request_uri.query(), cookie)
+    } else {
+        rt.auth.authenticate(req.headers())
+    };
+    let identity = match authenticated {
         Ok(identity) => identity,
         Err(error) => return refuse(error, exchange, has_body),
+    };
+    // A WebSocket: the client's handshake is checked now, its connection taken over later.
+    let client_upgrade = if upgrade {
+        if let Err(error) = ws::check_client_handshake(req.method(), req.version(), req.headers()) {
+            return refuse(error, exchange, has_body);
+        }
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
     };
     if let Some(length) = content_length(req.headers()) {
         if length > rt.max_request_body {
@@ -216,6 +241,44 @@ pub async fn handle(
         _ => {
             upstream_headers.remove(HOST);
         }
+    }
+    if let Some(client_upgrade) = client_upgrade {
+        let target = if policy.websocket_only {
+            ws::target_from_query(request_uri.query())
+        } else {
+            Ok((
+                routed.forward_path.into_owned(),
+                ws::strip_access_token(request_uri.query()),
+            ))
+        };
+        let (path, query) = match target {
+            Ok(target) => target,
+            Err(error) => return refuse(error, exchange, false),
+        };
+        let path_and_query = match query {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let upstream = ws::connect_upstream(
+            service,
+            &path_and_query,
+            upstream_headers,
+            hash_key,
+            policy.response_timeout,
+        )
+        .await;
+        let (accepted, upstream_headers) = match upstream {
+            Ok(accepted) => accepted,
+            Err(error) => return refuse(error, exchange, false),
+        };
+        let streams = conn.streams.clone();
+        let settings = ws::Settings::new(&rt.config.websocket);
+        let request_id = exchange.request_id.clone();
+        streams.tracker.spawn(async move {
+            ws::run(client_upgrade, accepted, settings, streams.stop, request_id).await;
+            drop(streams.guard); // the connection counts as open until the bridge ends
+        });
+        return finish(ws::switching_protocols(upstream_headers), exchange);
     }
     if !incoming.is_end_stream() && incoming.size_hint().exact().is_none() {
         // The client's own Transfer-Encoding went with the hop-by-hop headers. Say it again:

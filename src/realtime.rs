@@ -4,3 +4,4 @@
 //! headers that keep intermediaries from buffering it and optional heartbeats.
 
 pub mod sse;
+pub mod ws;

@@ -5,8 +5,10 @@
 //!    matches `/users` and `/users/7`, never `/usersx`); among routes on the same path an
 //!    exact match beats a prefix, and a route with a `host` beats one without. A prefix route
 //!    for a host that does not match falls back to a shorter path, so hosts never shadow.
-//! 2. the service routes `/api/:service/*rest` (any method) and `/sse/:service/*rest` (GET
-//!    and HEAD: the same forwarding, for event streams) (matchit), forwarding `/rest`.
+//! 2. the service routes (matchit): `/api/:service/*rest` (any method) and
+//!    `/sse/:service/*rest` (GET and HEAD: the same forwarding, for event streams) forward
+//!    `/rest`; `/ws/:service` (WebSocket upgrades) forwards the path given in its `path`
+//!    query parameter (see [`crate::realtime::ws`]).
 //!
 //! Matching happens on the normalised path ([`normalize_path`]), and the same string is what
 //! goes upstream: the router never decodes, resolves or re-encodes anything afterwards.
@@ -47,6 +49,9 @@ pub struct RoutePolicy {
     pub preserve_host: bool,
     /// SSE heartbeat interval for event-stream responses on this route, if any.
     pub heartbeat: Option<Duration>,
+    /// `/ws/<service>`: the upstream path comes from the `path` query parameter, and only
+    /// WebSocket upgrades are taken.
+    pub websocket_only: bool,
 }
 
 pub struct Router {
@@ -55,6 +60,7 @@ pub struct Router {
     /// A B-tree, not a hash map: for a handful of names a few comparisons beat SipHash.
     api_policies: BTreeMap<String, Arc<RoutePolicy>>,
     sse_policies: BTreeMap<String, Arc<RoutePolicy>>,
+    ws_policies: BTreeMap<String, Arc<RoutePolicy>>,
     has_host_routes: bool,
 }
 
@@ -63,6 +69,7 @@ pub struct Router {
 enum ServiceRoute {
     Api,
     Sse,
+    Ws,
 }
 
 /// A routing decision.
@@ -105,6 +112,7 @@ impl Router {
                 idle_timeout: route.idle_timeout.unwrap_or(service.idle_timeout),
                 preserve_host: route.preserve_host.unwrap_or(service.preserve_host),
                 heartbeat: route.heartbeat.or(sse.heartbeat),
+                websocket_only: false,
             };
             config_routes
                 .entry(route.path.clone())
@@ -125,8 +133,17 @@ impl Router {
                     .map_err(|e| format!("service route {pattern}: {e}"))?;
             }
         }
+        for pattern in ["/ws/{service}", "/ws/{service}/"] {
+            service_routes
+                .insert(pattern, ServiceRoute::Ws)
+                .map_err(|e| format!("service route {pattern}: {e}"))?;
+        }
         let service_policy = |prefix: &str, name: &str, service: &Arc<Service>| {
-            let methods = (prefix == "/sse").then(|| vec![Method::GET, Method::HEAD]);
+            let methods = match prefix {
+                "/sse" => Some(vec![Method::GET, Method::HEAD]),
+                "/ws" => Some(vec![Method::GET]),
+                _ => None,
+            };
             let policy = RoutePolicy {
                 label: Arc::from(format!("{prefix}/{name}")),
                 service: service.clone(),
@@ -143,6 +160,7 @@ impl Router {
                 idle_timeout: service.idle_timeout,
                 preserve_host: service.preserve_host,
                 heartbeat: sse.heartbeat,
+                websocket_only: prefix == "/ws",
             };
             (name.to_owned(), Arc::new(policy))
         };
@@ -154,12 +172,17 @@ impl Router {
             .iter()
             .map(|(name, service)| service_policy("/sse", name, service))
             .collect();
+        let ws_policies = services
+            .iter()
+            .map(|(name, service)| service_policy("/ws", name, service))
+            .collect();
         let has_host_routes = config_routes.values().flatten().any(|p| p.host.is_some());
         Ok(Router {
             config_routes,
             service_routes,
             api_policies,
             sse_policies,
+            ws_policies,
             has_host_routes,
         })
     }
@@ -183,6 +206,7 @@ impl Router {
         let policies = match matched.value {
             ServiceRoute::Api => &self.api_policies,
             ServiceRoute::Sse => &self.sse_policies,
+            ServiceRoute::Ws => &self.ws_policies,
         };
         let Some(policy) = policies.get(service) else {
             return Err(GatewayError::client(

@@ -11,7 +11,10 @@
 //!    both are kept by the connection's watchdog ([`conn`]); hyper refuses heads larger than
 //!    its buffer, and the proxy enforces `max_header_bytes` with a JSON 431;
 //! 4. on shutdown, accepting stops, every connection is told to finish its in-flight requests
-//!    and close, and the server waits up to `shutdown_grace` for them.
+//!    and close, and the server waits up to `shutdown_grace` for them;
+//! 5. a connection that upgrades to a WebSocket leaves hyper but not the server: its bridge
+//!    runs on the same task tracker (shutdown waits for it, then stops it) and keeps the
+//!    connection's `max_connections` permit and open-connection count until it ends.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +60,24 @@ struct Shared {
     role: Role,
     /// Cancelled when the shutdown grace period is over: remaining connections are dropped.
     hard_stop: CancellationToken,
+    /// Every connection task and WebSocket bridge.
+    tracker: TaskTracker,
+}
+
+/// What a connection holds while it is open: its `max_connections` permit and its place in
+/// the open-connection count. Shared with a WebSocket bridge that outlives the HTTP side.
+pub struct ConnGuard {
+    _permit: OwnedSemaphorePermit,
+    _open: crate::observe::OpenConnection,
+}
+
+/// Where a connection's long-lived streams run once they leave hyper (WebSocket bridges).
+#[derive(Clone)]
+pub struct StreamHost {
+    pub tracker: TaskTracker,
+    /// Cancelled when the shutdown grace period is over.
+    pub stop: CancellationToken,
+    pub guard: Arc<ConnGuard>,
 }
 
 // === serving ===
@@ -79,9 +100,10 @@ pub async fn serve(
         idle_timeout: config.keepalive_idle_timeout,
         role,
         hard_stop: CancellationToken::new(),
+        tracker: TaskTracker::new(),
     });
     let permits = Arc::new(Semaphore::new(config.max_connections));
-    let tracker = TaskTracker::new();
+    let tracker = shared.tracker.clone();
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -104,11 +126,12 @@ pub async fn serve(
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        let open = shared.runtime.load().live.connection_opened();
+        let guard = Arc::new(ConnGuard {
+            _permit: permit,
+            _open: shared.runtime.load().live.connection_opened(),
+        });
         tracker.spawn(async move {
-            serve_connection(stream, peer, shared, shutdown).await;
-            drop(open);
-            drop(permit);
+            serve_connection(stream, peer, shared, shutdown, guard).await;
         });
     }
     drop(listener);
@@ -153,11 +176,17 @@ async fn serve_connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    guard: Arc<ConnGuard>,
 ) {
     let _ = stream.set_nodelay(true);
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let activity = Arc::new(ConnActivity::new());
-    let info = |tls| ConnInfo::new(peer, local_port, tls, activity.clone());
+    let streams = StreamHost {
+        tracker: shared.tracker.clone(),
+        stop: shared.hard_stop.clone(),
+        guard,
+    };
+    let info = |tls| ConnInfo::new(peer, local_port, tls, activity.clone(), streams.clone());
     // ActivityIo wraps the plaintext side (above TLS), where request heads can be seen.
     match &shared.tls {
         None => {
@@ -191,7 +220,9 @@ where
         let info = info.clone();
         async move { Ok::<_, Infallible>(proxy::handle(req, &runtime, &info, role).await) }
     });
-    let conn = shared.builder.serve_connection(TokioIo::new(io), service);
+    let conn = shared
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
     loop {

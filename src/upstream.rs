@@ -37,6 +37,8 @@ pub struct Service {
     pub client: UpstreamClient,
     /// Unpooled: a new connection per request, for retries.
     pub fresh_client: UpstreamClient,
+    /// Opens connections for WebSocket bridges (HTTP/1.1 only: an upgrade needs it).
+    pub ws_connector: client::Connector,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
     pub preserve_host: bool,
@@ -87,6 +89,7 @@ impl Service {
             pool: Pool::new(config),
             client: client::build(config.connect_timeout, true)?,
             fresh_client: client::build(config.connect_timeout, false)?,
+            ws_connector: client::connector(config.connect_timeout, false)?,
             response_timeout: config.response_timeout,
             idle_timeout: config.idle_timeout,
             preserve_host: config.preserve_host,

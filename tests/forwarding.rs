@@ -410,11 +410,24 @@ async fn client_supplied_identity_headers_never_reach_upstreams() {
 }
 
 #[tokio::test]
-async fn websocket_upgrades_are_refused_until_the_bridge_exists() {
+async fn a_malformed_websocket_handshake_is_400_and_never_forwarded() {
     let up = Upstream::ok().await;
     let gw = TestGateway::in_front_of(&up).await;
+    for (version, key) in [("12", "dGhlIHNhbXBsZSBub25jZQ=="), ("13", "short")] {
+        let response = client()
+            .get(gw.url("/api/s/socket"))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-key", key)
+            .header("sec-websocket-version", version)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "version {version}, key {key}");
+        crate::support::error_body(response, "bad_request").await;
+    }
     let response = client()
-        .get(gw.url("/api/s/socket"))
+        .post(gw.url("/api/s/socket"))
         .header("connection", "upgrade")
         .header("upgrade", "websocket")
         .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
@@ -422,8 +435,7 @@ async fn websocket_upgrades_are_refused_until_the_bridge_exists() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    crate::support::error_body(response, "bad_request").await;
+    assert_eq!(response.status(), 400, "an upgrade must be a GET");
     assert_eq!(up.count(), 0);
 }
 

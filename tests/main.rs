@@ -16,3 +16,4 @@ mod routing;
 mod server;
 mod streams;
 mod timeouts;
+mod websocket;

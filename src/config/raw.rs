@@ -88,6 +88,9 @@ pub struct RawCache {
 pub struct RawWebSocket {
     pub max_buffered_bytes: Option<RawSize>,
     pub ping_interval: Option<RawDuration>,
+    pub max_message_size: Option<RawSize>,
+    pub stall_timeout: Option<RawDuration>,
+    pub token_cookie: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -149,6 +149,46 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             RawDuration::parse,
             Duration::from_secs(30),
         ),
+        max_message_size: raw
+            .websocket
+            .max_message_size
+            .as_ref()
+            .and_then(|s| {
+                errors.check(
+                    "websocket.max_message_size",
+                    s.parse().and_then(|n| match n {
+                        0 => Err("must be above 0".to_owned()),
+                        n if n > 1 << 30 => Err("must be at most 1GiB".to_owned()),
+                        n => Ok(n),
+                    }),
+                )
+            })
+            .unwrap_or(16 << 20),
+        stall_timeout: raw
+            .websocket
+            .stall_timeout
+            .as_ref()
+            .and_then(|d| {
+                errors.check(
+                    "websocket.stall_timeout",
+                    d.parse().and_then(nonzero_duration),
+                )
+            })
+            .unwrap_or(Duration::from_secs(30)),
+        token_cookie: raw.websocket.token_cookie.as_ref().and_then(|name| {
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            errors.check(
+                "websocket.token_cookie",
+                if valid {
+                    Ok(name.clone())
+                } else {
+                    Err(format!("expected a cookie name, got {name:?}"))
+                },
+            )
+        }),
     };
     let sse = SseConfig {
         heartbeat: raw

@@ -1,7 +1,6 @@
 //! What a request must satisfy before anything is forwarded: unambiguous framing (RFC 9112
-//! §6.3), a head within `max_header_bytes`, exactly one authority (RFC 9112 §3.2), and no
-//! WebSocket upgrade until the bridge exists. Each check answers with the `GatewayError` the
-//! client gets; none of them reads the body.
+//! §6.3), a head within `max_header_bytes` and exactly one authority (RFC 9112 §3.2). Each
+//! check answers with the `GatewayError` the client gets; none of them reads the body.
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::Authority;
@@ -98,14 +97,6 @@ pub(super) fn check_framing<B>(
         }
     }
     Ok(())
-}
-
-/// `Connection: upgrade` with `Upgrade: websocket` (RFC 6455 §4.1), in any case.
-pub(super) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(http::header::UPGRADE)
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {

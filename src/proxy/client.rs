@@ -13,7 +13,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::RequestBody;
 
-pub type Client<B> = legacy::Client<HttpsConnector<HttpConnector>, B>;
+pub type Connector = HttpsConnector<HttpConnector>;
+pub type Client<B> = legacy::Client<Connector, B>;
 pub type UpstreamClient = Client<RequestBody>;
 
 /// How long an unused pooled connection is kept. Default is 4 seconds: under the shortest
@@ -30,18 +31,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.enforce_http(false);
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)
-        .map_err(|e| format!("TLS client setup: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
+    let https = connector(connect_timeout, true)?;
     let mut builder = legacy::Client::builder(TokioExecutor::new());
     if !pooled {
         builder.pool_max_idle_per_host(0);
@@ -52,4 +42,24 @@ where
         .timer(TokioTimer::new())
         .http1_writev(false)
         .build(https))
+}
+
+/// TCP with `TCP_NODELAY` and the connect timeout, TLS for `https` upstreams. `http2` offers
+/// h2 by ALPN; the WebSocket bridge connects without it (an upgrade is HTTP/1.1).
+pub fn connector(connect_timeout: Duration, http2: bool) -> Result<Connector, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(provider)
+        .map_err(|e| format!("TLS client setup: {e}"))?
+        .https_or_http()
+        .enable_http1();
+    Ok(if http2 {
+        https.enable_http2().wrap_connector(http)
+    } else {
+        https.wrap_connector(http)
+    })
 }

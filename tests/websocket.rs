@@ -1,0 +1,378 @@
+//! The WebSocket bridge end to end, with real tokio-tungstenite clients and upstreams: the
+//! handshake order and every answer before `101`, messages and close codes both ways,
+//! pings, the message size limit, and the counts in `/admin/stats`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::HeaderMap;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::support::{client, closed_port, error_body, service, TestGateway, Upstream};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+/// What a WebSocket upstream saw of the handshake and the close.
+#[derive(Default)]
+struct Seen {
+    uri: Option<String>,
+    headers: HeaderMap,
+    close: Option<(u16, String)>,
+}
+
+/// A WebSocket upstream. On `/deaf` it completes the handshake, then never reads again (so it
+/// never answers a ping). Everywhere else it echoes each message back as it came, and on the
+/// text `close-me` closes with 4001 "bye". It picks the subprotocol `chat` when offered.
+struct WsUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl WsUpstream {
+    async fn start() -> WsUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let deaf = Arc::new(Mutex::new(false));
+                    let is_deaf = deaf.clone();
+                    // The callback's error type is tungstenite's (large) response type.
+                    #[allow(clippy::result_large_err)]
+                    let callback = |request: &Request, mut response: Response| {
+                        let mut seen = record.lock().unwrap();
+                        seen.uri = Some(request.uri().to_string());
+                        seen.headers = request.headers().clone();
+                        *is_deaf.lock().unwrap() = request.uri().path() == "/deaf";
+                        let offered = request
+                            .headers()
+                            .get("sec-websocket-protocol")
+                            .is_some_and(|v| v.to_str().unwrap().contains("chat"));
+                        if offered {
+                            response
+                                .headers_mut()
+                                .insert("sec-websocket-protocol", "chat".parse().unwrap());
+                        }
+                        Ok(response)
+                    };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await
+                    else {
+                        return;
+                    };
+                    if *deaf.lock().unwrap() {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return;
+                    }
+                    while let Some(Ok(message)) = ws.next().await {
+                        match message {
+                            Message::Text(text) if text.as_str() == "close-me" => {
+                                let frame = CloseFrame {
+                                    code: CloseCode::Library(4001),
+                                    reason: "bye".into(),
+                                };
+                                let _ = ws.close(Some(frame)).await;
+                            }
+                            Message::Close(frame) => {
+                                record.lock().unwrap().close = frame
+                                    .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
+                            }
+                            Message::Ping(_) | Message::Pong(_) => {}
+                            other => {
+                                if ws.send(other).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        WsUpstream { addr, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn ws_url(gw: &TestGateway, path_and_query: &str) -> String {
+    format!("ws://{}{path_and_query}", gw.addr)
+}
+
+/// Connects, expecting a `101`.
+async fn connect(
+    request: impl IntoClientRequest + Unpin,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tungstenite::handshake::client::Response,
+) {
+    tokio_tungstenite::connect_async(request).await.unwrap()
+}
+
+/// Connects, expecting a plain HTTP refusal: its status and JSON error code.
+async fn refused(request: impl IntoClientRequest + Unpin) -> (u16, String) {
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => {
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or(b"{}"))
+                .unwrap_or_default();
+            assert!(response.headers().contains_key("x-request-id"));
+            (
+                response.status().as_u16(),
+                body["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+        Ok((_, response)) => panic!("upgraded, status {}", response.status()),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+async fn next_data(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Message {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no message within 5 s")
+        {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(message)) => return message,
+            other => panic!("stream ended: {other:?}"),
+        }
+    }
+}
+
+async fn stats(gw: &TestGateway) -> Value {
+    client()
+        .get(gw.url("/admin/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_ws_route_bridges_text_binary_and_close_codes() {
+    let up = WsUpstream::start().await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let mut request = ws_url(&gw, "/ws/s?path=%2Fchat%3Froom%3D1")
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert("sec-websocket-protocol", "chat, superchat".parse().unwrap());
+    headers.insert("origin", "https://app.example.com".parse().unwrap());
+    headers.insert("cookie", "session=abc".parse().unwrap());
+    headers.insert("x-request-id", "ws-test-1".parse().unwrap());
+    let (mut ws, response) = connect(request).await;
+    assert_eq!(response.headers()["sec-websocket-protocol"], "chat");
+    assert_eq!(response.headers()["x-request-id"], "ws-test-1");
+    {
+        let seen = up.seen.lock().unwrap();
+        assert_eq!(seen.uri.as_deref(), Some("/chat?room=1"));
+        assert_eq!(seen.headers["origin"], "https://app.example.com");
+        assert_eq!(seen.headers["cookie"], "session=abc");
+        assert_eq!(seen.headers["x-request-id"], "ws-test-1");
+        assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+        assert!(!seen.headers.contains_key("sec-websocket-extensions"));
+    }
+    let live = stats(&gw).await;
+    assert_eq!(live["connections"]["ws"], 1, "{live}");
+
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("hello"));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_data(&mut ws).await,
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
+    // The upstream closes with its own code and reason: both reach the client.
+    ws.send(Message::text("close-me")).await.unwrap();
+    match next_data(&mut ws).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 4001);
+            assert_eq!(frame.reason.as_str(), "bye");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let live = stats(&gw).await;
+    assert_eq!(live["connections"]["ws"], 0, "{live}");
+    assert_eq!(
+        live["services"]["s"]["upstreamDetails"][0]["inflight"]["ws"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_clients_close_code_and_reason_reach_the_upstream() {
+    let up = WsUpstream::start().await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let (mut ws, _) = connect(ws_url(&gw, "/ws/s?path=/x")).await;
+    ws.send(Message::text("one")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("one"));
+    let frame = CloseFrame {
+        code: CloseCode::Library(4000),
+        reason: "done here".into(),
+    };
+    ws.close(Some(frame)).await.unwrap();
+    let started = std::time::Instant::now();
+    while up.seen.lock().unwrap().close.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no close upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let close = up.seen.lock().unwrap().close.clone();
+    assert_eq!(close, Some((4000, "done here".to_owned())));
+}
+
+#[tokio::test]
+async fn every_failure_before_the_upgrade_is_a_plain_json_answer() {
+    let up = WsUpstream::start().await;
+    let http_only = Upstream::ok().await;
+    // Accepts connections and never answers: the handshake times out.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let toml = format!(
+        "{}{}{}{}response_timeout = \"300ms\"\n",
+        service("s", &[up.url()]),
+        service("plain", &[http_only.url()]),
+        service("dead", &[format!("http://127.0.0.1:{}", closed_port())]),
+        service("slow", &[format!("http://{silent_addr}")]),
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    for (path, status, code) in [
+        ("/ws/nope?path=/x", 404, "unknown_service"),
+        ("/ws/s", 400, "bad_request"),
+        ("/ws/s?path=//evil.example/x", 400, "bad_request"),
+        ("/ws/s?path=http://evil.example/x", 400, "bad_request"),
+        ("/ws/s?path=/a/../b", 400, "bad_request"),
+        ("/ws/dead?path=/x", 502, "upstream_unavailable"),
+        ("/ws/plain?path=/x", 502, "upstream_unavailable"),
+        ("/ws/slow?path=/x", 504, "upstream_timeout"),
+    ] {
+        let (got_status, got_code) = refused(ws_url(&gw, path)).await;
+        assert_eq!((got_status, got_code.as_str()), (status, code), "{path}");
+    }
+    assert_eq!(
+        http_only.count(),
+        1,
+        "the plain upstream saw only its one handshake"
+    );
+    // A plain GET on the WebSocket route is refused, not proxied.
+    let response = client().get(gw.url("/ws/s?path=/x")).send().await.unwrap();
+    error_body(response, "bad_request").await;
+}
+
+#[tokio::test]
+async fn auth_comes_before_the_upstream_and_accepts_a_query_token_or_cookie() {
+    let up = WsUpstream::start().await;
+    let toml = format!(
+        "[websocket]\ntoken_cookie = \"sluice_token\"\n{}[[routes]]\npath = \"/live\"\nservice = \"s\"\n",
+        service("s", &[up.url()])
+    );
+    let env = [("AUTH_REQUIRED", "true"), ("JWT_SECRET", SECRET)];
+    let gw = TestGateway::start(&toml, &env).await;
+    let (status, code) = refused(ws_url(&gw, "/ws/s?path=/x")).await;
+    assert_eq!((status, code.as_str()), (401, "unauthorized"));
+    assert!(
+        up.seen.lock().unwrap().uri.is_none(),
+        "nothing reached the upstream"
+    );
+
+    let token = sluice::token::mint(SECRET, "u1", Duration::from_secs(60), &[]).unwrap();
+    // A config route that receives an upgrade: the token parameter goes no further.
+    let (mut ws, _) = connect(ws_url(&gw, &format!("/live/feed?access_token={token}&x=1"))).await;
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("hi"));
+    {
+        let seen = up.seen.lock().unwrap();
+        assert_eq!(seen.uri.as_deref(), Some("/live/feed?x=1"));
+        assert_eq!(seen.headers["x-user-id"], "u1");
+    }
+    let mut request = ws_url(&gw, "/ws/s?path=/y").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "cookie",
+        format!("a=b; sluice_token={token}").parse().unwrap(),
+    );
+    let (mut ws, _) = connect(request).await;
+    ws.send(Message::text("again")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("again"));
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_is_closed_with_1009() {
+    let up = WsUpstream::start().await;
+    let toml = format!(
+        "[websocket]\nmax_message_size = \"1KiB\"\n{}",
+        service("s", &[up.url()])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let (mut ws, _) = connect(ws_url(&gw, "/ws/s?path=/x")).await;
+    ws.send(Message::binary(vec![7u8; 1000])).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::binary(vec![7u8; 1000]));
+    ws.send(Message::binary(vec![7u8; 2000])).await.unwrap();
+    match next_data(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Size),
+        other => panic!("expected 1009, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn peers_are_pinged_and_a_silent_one_is_dropped() {
+    let up = WsUpstream::start().await;
+    let gw = TestGateway::start(
+        &service("s", &[up.url()]),
+        &[("WS_PING_INTERVAL_MS", "200")],
+    )
+    .await;
+    // A live upstream: the client gets pings and the bridge stays up.
+    let (mut ws, _) = connect(ws_url(&gw, "/ws/s?path=/x")).await;
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(900);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, ws.next()).await {
+        if matches!(message, Message::Ping(_)) {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 3, "{pings} pings in 900 ms at a 200 ms interval");
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("still here"));
+
+    // An upstream that stops answering is dropped after two intervals, and the client told.
+    let (mut ws, _) = connect(ws_url(&gw, "/ws/s?path=/deaf")).await;
+    let started = std::time::Instant::now();
+    match next_data(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected 1001, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
