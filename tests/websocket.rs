@@ -376,3 +376,73 @@ async fn peers_are_pinged_and_a_silent_one_is_dropped() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn on_shutdown_a_bridge_runs_through_the_grace_period_then_gets_1001() {
+    let up = WsUpstream::start().await;
+    let toml = format!(
+        "[server]\nshutdown_grace = \"400ms\"\n{}",
+        service("s", &[up.url()])
+    );
+    let mut gw = TestGateway::start(&toml, &[]).await;
+    let (mut ws, _) = connect(ws_url(&gw, "/ws/s?path=/x")).await;
+    let started = std::time::Instant::now();
+    let serving = gw.begin_stop();
+    // Within the grace period the bridge still carries messages.
+    ws.send(Message::text("during grace")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("during grace"));
+    match next_data(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected 1001, got {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350),
+        "closed after {waited:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(3), serving)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_stops_the_sender_then_gets_1013() {
+    let up = WsUpstream::start().await;
+    let toml = format!(
+        "[websocket]\nstall_timeout = \"500ms\"\n{}",
+        service("s", &[up.url()])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    // The deaf upstream never reads: once the sockets in between are full, the bridge stops
+    // reading from the client (flow control), and after stall_timeout gives up with 1013.
+    let (ws, _) = connect(ws_url(&gw, "/ws/s?path=/deaf")).await;
+    let (mut tx, mut rx) = ws.split();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![1u8; 64 * 1024];
+        let mut sent = 0usize;
+        // Bounded: 256 MiB at most, far beyond any socket buffer.
+        while sent < 256 << 20 {
+            let send = tx.send(Message::binary(chunk.clone()));
+            match tokio::time::timeout(Duration::from_secs(5), send).await {
+                Ok(Ok(())) => sent += chunk.len(),
+                _ => break,
+            }
+        }
+        sent
+    });
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(message) = rx.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame,
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("no close within 10 s");
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Again));
+    writer.abort();
+}
