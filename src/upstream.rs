@@ -28,7 +28,7 @@ use crate::config::{FailureStatuses, HashKey, HealthCheckConfig, ServiceConfig};
 use crate::proxy::client::{self, UpstreamClient};
 pub use balancer::Candidates;
 pub use breaker::Outcome;
-pub use endpoint::{Endpoint, Lease, StreamKind};
+pub use endpoint::{Endpoint, Lease, StreamCounters, StreamKind};
 pub use pool::{Pool, Unavailable};
 
 pub struct Service {

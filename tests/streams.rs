@@ -150,6 +150,10 @@ async fn the_sse_route_passes_each_event_on_as_it_arrives() {
         "the upstream's end ends the stream"
     );
     assert_eq!(up.last_event_id.lock().unwrap().as_deref(), Some("41"));
+    let live = stats(&gw).await;
+    let counted = &live["services"]["s"]["streams"]["sse"];
+    assert_eq!(counted["messagesDown"], 2, "{live}");
+    assert_eq!(counted["bytesDown"], 34, "{live}");
 }
 
 #[tokio::test]

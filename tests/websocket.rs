@@ -214,6 +214,12 @@ async fn the_ws_route_bridges_text_binary_and_close_codes() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let live = stats(&gw).await;
     assert_eq!(live["connections"]["ws"], 0, "{live}");
+    // Messages and bytes per direction (close frames are not messages).
+    let counted = &live["services"]["s"]["upstreamDetails"][0]["streams"]["ws"];
+    let expected =
+        serde_json::json!({"messagesUp": 3, "bytesUp": 17, "messagesDown": 2, "bytesDown": 9});
+    assert_eq!(counted, &expected, "{live}");
+    assert_eq!(&live["services"]["s"]["streams"]["ws"], &expected);
     assert_eq!(
         live["services"]["s"]["upstreamDetails"][0]["inflight"]["ws"],
         0

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::runtime::Runtime;
 use crate::upstream::breaker::State;
-use crate::upstream::{Endpoint, Service, StreamKind};
+use crate::upstream::{Endpoint, Service, StreamCounters, StreamKind};
 
 /// The span `rps` and `errorRate` are computed over, in whole seconds.
 const RATE_WINDOW_SECS: u64 = 10;
@@ -109,6 +109,10 @@ fn service_stats(service: &Service) -> Value {
         "avgLatencyMs": round2(avg_latency),
         "rps": round2(requests as f64 / seconds as f64),
         "errorRate": if requests == 0 { 0.0 } else { round2(failures as f64 / requests as f64) },
+        "streams": {
+            "sse": stream_counts(&endpoints.iter().map(|e| &e.stats.sse).collect::<Vec<_>>()),
+            "ws": stream_counts(&endpoints.iter().map(|e| &e.stats.ws).collect::<Vec<_>>()),
+        },
         "upstreamDetails": details,
     })
 }
@@ -140,6 +144,10 @@ fn endpoint_stats(endpoint: &Endpoint, now: u64, rps: f64) -> Value {
             "p50Ms": round2(p50 as f64 / 1000.0),
             "p99Ms": round2(p99 as f64 / 1000.0),
         },
+        "streams": {
+            "sse": stream_counts(&[&endpoint.stats.sse]),
+            "ws": stream_counts(&[&endpoint.stats.ws]),
+        },
         "breaker": {
             "state": state.as_lower(),
             "consecutiveFailures": endpoint.breaker.consecutive_failures(),
@@ -147,6 +155,19 @@ fn endpoint_stats(endpoint: &Endpoint, now: u64, rps: f64) -> Value {
             "halfOpenedTotal": endpoint.breaker.half_opened_total(),
             "closedTotal": endpoint.breaker.closed_total(),
         },
+    })
+}
+
+/// `{messagesUp, messagesDown, bytesUp, bytesDown}` summed over `counters` (up is client to
+/// upstream).
+fn stream_counts(counters: &[&StreamCounters]) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let sum = |f: fn(&StreamCounters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
+    json!({
+        "messagesUp": sum(|c| c.messages_up.load(Relaxed)),
+        "messagesDown": sum(|c| c.messages_down.load(Relaxed)),
+        "bytesUp": sum(|c| c.bytes_up.load(Relaxed)),
+        "bytesDown": sum(|c| c.bytes_down.load(Relaxed)),
     })
 }
 

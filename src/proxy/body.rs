@@ -272,9 +272,12 @@ impl GatewayBody {
         self
     }
 
-    fn count(&self, n: usize) {
+    fn count(&self, data: &[u8]) {
         if let Some(exchange) = &self.exchange {
-            exchange.add_bytes_out(n as u64);
+            exchange.add_bytes_out(data.len() as u64);
+        }
+        if let Some(lease) = &self.lease {
+            lease.count_sse_down(data);
         }
     }
 
@@ -324,7 +327,7 @@ impl Body for GatewayBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.count(data.len());
+                    this.count(data);
                 }
                 if this.is_end_stream() {
                     this.finished();

@@ -45,7 +45,9 @@ use crate::config;
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::proxy::body::GatewayBody;
 use crate::router::normalize_path;
-use crate::upstream::{Candidates, Lease, Outcome, Service, StreamKind, Unavailable};
+use crate::upstream::{
+    Candidates, Lease, Outcome, Service, StreamCounters, StreamKind, Unavailable,
+};
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -394,7 +396,7 @@ pub async fn run(
         Socket::from_raw_socket(TokioIo::new(client), Role::Server, Some(settings.frames)).await;
     let upstream =
         Socket::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(settings.frames)).await;
-    let end = bridge(client, upstream, settings, stop).await;
+    let end = bridge(client, upstream, settings, stop, &lease.endpoint().stats.ws).await;
     tracing::debug!(
         request_id = request_id.to_str().unwrap_or_default(),
         upstream = &*lease.endpoint().label,
@@ -409,12 +411,17 @@ async fn bridge(
     upstream: Socket,
     settings: Settings,
     stop: CancellationToken,
+    counters: &StreamCounters,
 ) -> End {
     let started = Instant::now();
     let heard_client = AtomicU64::new(0);
     let heard_upstream = AtomicU64::new(0);
     let (mut client_tx, mut client_rx) = client.split();
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
+    let (count_up, count_down) = (
+        |bytes| counters.up(1, bytes),
+        |bytes| counters.down(1, bytes),
+    );
     let outcome = {
         let up = pump(
             &mut client_rx,
@@ -425,6 +432,7 @@ async fn bridge(
                 since: started,
             },
             settings,
+            &count_up,
         );
         let down = pump(
             &mut upstream_rx,
@@ -435,6 +443,7 @@ async fn bridge(
                 since: started,
             },
             settings,
+            &count_down,
         );
         tokio::select! {
             end = up => Some(end),
@@ -491,6 +500,7 @@ async fn pump(
     tx: &mut SplitSink<Socket, Message>,
     heard: Heard<'_>,
     settings: Settings,
+    count: &(dyn Fn(u64) + Sync),
 ) -> End {
     let mut ping = tokio::time::interval_at(
         Instant::now() + settings.ping_interval,
@@ -521,12 +531,15 @@ async fn pump(
         match message {
             // Answered (pings) or noted (pongs) on this hop; each hop keeps its own alive.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            message => match tokio::time::timeout(settings.stall_timeout, tx.send(message)).await {
-                Ok(Ok(())) if closing => return End::Closed,
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return End::Gone,
-                Err(_) => return End::Stalled,
-            },
+            message => {
+                let bytes = message.len() as u64;
+                match tokio::time::timeout(settings.stall_timeout, tx.send(message)).await {
+                    Ok(Ok(())) if closing => return End::Closed,
+                    Ok(Ok(())) => count(bytes),
+                    Ok(Err(_)) => return End::Gone,
+                    Err(_) => return End::Stalled,
+                }
+            }
         }
     }
 }

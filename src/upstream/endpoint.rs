@@ -55,6 +55,31 @@ pub struct EndpointStats {
     pub last_latency_us: AtomicU64,
     samples: [AtomicU32; LATENCY_SAMPLES],
     next_sample: AtomicU64,
+    /// What went through this endpoint's event streams (messages are events).
+    pub sse: StreamCounters,
+    /// What went through this endpoint's WebSocket bridges.
+    pub ws: StreamCounters,
+}
+
+/// Messages and bytes of long-lived streams, per direction: up is client → upstream.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    pub messages_up: AtomicU64,
+    pub messages_down: AtomicU64,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+}
+
+impl StreamCounters {
+    pub fn up(&self, messages: u64, bytes: u64) {
+        self.messages_up.fetch_add(messages, Ordering::Relaxed);
+        self.bytes_up.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn down(&self, messages: u64, bytes: u64) {
+        self.messages_down.fetch_add(messages, Ordering::Relaxed);
+        self.bytes_down.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 /// A request's hold on an endpoint, from pick to the end of the response body.
@@ -94,6 +119,8 @@ impl Endpoint {
                 last_latency_us: AtomicU64::new(0),
                 samples: std::array::from_fn(|_| AtomicU32::new(0)),
                 next_sample: AtomicU64::new(0),
+                sse: StreamCounters::default(),
+                ws: StreamCounters::default(),
             },
         }
     }
@@ -275,6 +302,18 @@ impl Lease {
     }
 
     /// The response turned out to be a stream of this kind: count it as one from now on.
+    /// Data of an event stream went to the client: counts its bytes, and its events by the
+    /// blank lines that end them (`\n\n`; a boundary split across chunks is not seen).
+    pub fn count_sse_down(&self, data: &[u8]) {
+        if self.kind == StreamKind::Sse {
+            let events = data.windows(2).filter(|w| w == b"\n\n").count();
+            self.endpoint
+                .stats
+                .sse
+                .down(events as u64, data.len() as u64);
+        }
+    }
+
     pub fn set_kind(&mut self, kind: StreamKind) {
         if kind != self.kind {
             // Add before removing, so a racing lease never sees room that is not there.
