@@ -111,7 +111,10 @@ async fn main() {
     let health = format!("127.0.0.1:{port}");
     let started = Instant::now();
     while tokio::net::TcpStream::connect(&health).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "sluice did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "sluice did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Warm up (first connections allocate the runtime's per-thread structures), then measure.
@@ -140,7 +143,10 @@ async fn main() {
     println!("open_seconds\t{open_secs:.1}");
     println!("rss_before_kib\t{before}");
     println!("rss_after_kib\t{after}");
-    println!("per_connection_bytes\t{:.0}", added * 1024.0 / measured as f64);
+    println!(
+        "per_connection_bytes\t{:.0}",
+        added * 1024.0 / measured as f64
+    );
     println!(
         "per_10k_mib\t{:.1}",
         added / 1024.0 * 10_000.0 / measured as f64
@@ -156,9 +162,10 @@ type Client =
 /// One bridged WebSocket that has carried one message each way.
 async fn open(port: u16) -> Client {
     let url = format!("ws://127.0.0.1:{port}/ws/bench?path=/");
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(small_buffers()), false)
-        .await
-        .unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url, Some(small_buffers()), false)
+            .await
+            .unwrap();
     ws.send(Message::text("hello")).await.unwrap();
     loop {
         match ws.next().await {

@@ -10,7 +10,7 @@
 //! | `slow`   | 1 | waits `?ms=` milliseconds (default 1500) first |
 //! | `flaky`  | 2 | 500 when the path contains `/fail` or `?fail=1`; `POST /toggle` breaks or mends the endpoint it reaches, for every request |
 //! | `ticker` | 1 | Server-Sent Events: one `tick` event a second, forever |
-//! | `echo`   | 1 | WebSocket echo (bridging through the gateway arrives with issue #4) |
+//! | `echo`   | 1 | WebSocket echo (through the gateway: `/ws/echo?path=/`) |
 //!
 //! These are demonstration servers, not test fakes: the integration tests have their own.
 
@@ -130,6 +130,7 @@ fn print_banner(addr: SocketAddr) {
          curl -X POST {base}/api/flaky/toggle             # break (or mend) one of flaky's two endpoints\n  \
          for i in $(seq 20); do curl -s {base}/api/flaky/x; echo; done   # 5 failures in a row open its breaker\n  \
          curl {base}/admin/stats                          # balancing, breakers, rates, latencies\n  \
+         websocat ws://{addr}/ws/echo?path=/              # WebSocket echo, bridged (any WebSocket client)\n  \
          curl -N {base}/sse/ticker/events                 # Server-Sent Events, streamed as they come\n  \
          curl -i {base}/api/nowhere/x                     # unknown service → JSON 404\n  \
          curl {base}/healthz  and  {base}/readyz\n\n\

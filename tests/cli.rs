@@ -315,6 +315,21 @@ async fn demo_serves_traffic_through_the_gateway() {
         .unwrap();
     assert_eq!(stats["services"]["fast"]["upstreams"], 3);
     assert_eq!(stats["services"]["flaky"]["upstreams"], 2);
+    // The WebSocket echo, bridged.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/echo?path=/"))
+            .await
+            .unwrap();
+    ws.send(Message::text("hi demo")).await.unwrap();
+    let echoed = loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(text) => break text.as_str().to_owned(),
+            _ => continue,
+        }
+    };
+    assert!(echoed.contains("hi demo"), "{echoed}");
     let response = c
         .get(format!("http://127.0.0.1:{port}/api/flaky/fail"))
         .send()
