@@ -67,7 +67,18 @@ fn free_port() -> u16 {
 struct Gateway(Child);
 
 impl Drop for Gateway {
+    /// SIGTERM first (a profiler wrapping the binary writes its report on a clean exit), then
+    /// SIGKILL if it is still there after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.0.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -91,6 +102,7 @@ async fn main() {
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nworker_threads = 1\nmax_connections = {}\n\
+             shutdown_grace = \"1s\"\n\
              [log]\nlevel = \"warn\"\naccess_log = false\n\
              [services.bench]\nupstreams = [\"http://{up}\"]\n",
             count + 100
