@@ -77,10 +77,16 @@ fn tokio_stream_ticks(
 /// Latencies (µs) of events received while `recording` is set.
 type Samples = Arc<Mutex<Vec<u32>>>;
 
-async fn client(addr: SocketAddr, path: &'static str, recording: Arc<AtomicBool>, samples: Samples) {
+async fn client(
+    addr: SocketAddr,
+    path: &'static str,
+    recording: Arc<AtomicBool>,
+    samples: Samples,
+) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let mut pending = Vec::new();
@@ -114,7 +120,12 @@ fn cpu_ticks(pid: u32) -> u64 {
         .rsplit_once(") ")
         .map(|(_, rest)| rest.split(' ').collect())
         .unwrap_or_default();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12) // utime, stime
 }
 
@@ -222,7 +233,12 @@ async fn measure(
     let samples: Samples = Arc::new(Mutex::new(Vec::new()));
     let mut clients = Vec::new();
     for _ in 0..STREAMS {
-        clients.push(tokio::spawn(client(addr, path, recording.clone(), samples.clone())));
+        clients.push(tokio::spawn(client(
+            addr,
+            path,
+            recording.clone(),
+            samples.clone(),
+        )));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ticks_before = pid.map(cpu_ticks);
@@ -236,7 +252,11 @@ async fn measure(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut all = std::mem::take(&mut *samples.lock().unwrap());
     all.sort_unstable();
-    let at = |q: f64| all.get(((all.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or(0);
+    let at = |q: f64| {
+        all.get(((all.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     let clk_tck = 100.0; // USER_HZ on Linux
     let cpu = match (ticks_before, ticks_after) {
         (Some(a), Some(b)) if !all.is_empty() => {
@@ -256,7 +276,10 @@ async fn measure(
 async fn wait_port(port: u16) {
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "nothing on port {port}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing on port {port}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -298,7 +321,8 @@ async fn main() {
             r.p50_us,
             r.p99_us,
             r.p99_us.saturating_sub(base),
-            r.cpu_us_per_event.map_or("-".to_owned(), |c| format!("{c:.2}")),
+            r.cpu_us_per_event
+                .map_or("-".to_owned(), |c| format!("{c:.2}")),
         );
     }
 }

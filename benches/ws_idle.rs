@@ -70,9 +70,7 @@ impl Drop for Gateway {
     /// SIGTERM first (a profiler wrapping the binary writes its report on a clean exit), then
     /// SIGKILL if it is still there after 10 s.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.0.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
         for _ in 0..100 {
             if matches!(self.0.try_wait(), Ok(Some(_))) {
                 return;

@@ -317,6 +317,15 @@ pub async fn handle(
     let (mut parts, upstream_body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     let event_stream = sse::is_event_stream(&parts.headers);
+    // Events are counted (and heartbeats sent) only where the bytes are the lines, not in a
+    // compressed stream; heartbeats only where no length was declared, never past it.
+    let plain_events = parts
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let heartbeat = policy
+        .heartbeat
+        .filter(|_| !parts.headers.contains_key(http::header::CONTENT_LENGTH));
     if event_stream {
         sse::set_stream_headers(&mut parts.headers);
     }
@@ -326,8 +335,11 @@ pub async fn handle(
         .insert(X_REQUEST_ID, exchange.request_id.clone());
     exchange.set_status(parts.status.as_u16());
     let mut body = GatewayBody::upstream(upstream_body, policy.idle_timeout);
-    if let (true, Some(every)) = (event_stream, policy.heartbeat) {
-        body = body.with_heartbeat(every);
+    if let Some(events) = event_stream
+        .then(|| sse::EventStream::new(heartbeat, plain_events))
+        .flatten()
+    {
+        body = body.with_event_stream(events);
     }
     let body = body.with_lease(lease).with_exchange(exchange);
     Response::from_parts(parts, body)

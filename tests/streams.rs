@@ -273,3 +273,33 @@ async fn the_sse_route_takes_get_and_head_only_and_known_services() {
         "no stream was opened"
     );
 }
+
+#[tokio::test]
+async fn no_heartbeat_goes_past_a_declared_content_length() {
+    // An event stream with a Content-Length, pausing between its two events.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 18\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(b"data: 1\n\n").await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                let _ = stream.write_all(b"data: 2\n\n").await;
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    let toml = format!(
+        "[sse]\nheartbeat = \"50ms\"\n{}",
+        service("s", &[format!("http://{addr}")])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let response = client().get(gw.url("/sse/s/e")).send().await.unwrap();
+    assert_eq!(response.headers()["content-length"], "18");
+    assert_eq!(response.text().await.unwrap(), "data: 1\n\ndata: 2\n\n");
+}

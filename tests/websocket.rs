@@ -277,6 +277,7 @@ async fn every_failure_before_the_upgrade_is_a_plain_json_answer() {
         ("/ws/s?path=//evil.example/x", 400, "bad_request"),
         ("/ws/s?path=http://evil.example/x", 400, "bad_request"),
         ("/ws/s?path=/a/../b", 400, "bad_request"),
+        ("/ws/s?path=%2Fx%23frag", 400, "bad_request"),
         ("/ws/dead?path=/x", 502, "upstream_unavailable"),
         ("/ws/plain?path=/x", 502, "upstream_unavailable"),
         ("/ws/slow?path=/x", 504, "upstream_timeout"),
@@ -451,4 +452,30 @@ async fn a_peer_that_stops_reading_stops_the_sender_then_gets_1013() {
     .expect("no close within 10 s");
     assert_eq!(close.map(|f| f.code), Some(CloseCode::Again));
     writer.abort();
+}
+
+#[tokio::test]
+async fn a_peer_that_breaks_the_protocol_gets_1007_and_the_other_side_1001() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let up = WsUpstream::start().await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let (mut ws, _) = connect(ws_url(&gw, "/ws/s?path=/x")).await;
+    // A text frame that is not UTF-8.
+    let frame = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(frame)).await.unwrap();
+    match next_data(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Invalid),
+        other => panic!("expected 1007, got {other:?}"),
+    }
+    let started = std::time::Instant::now();
+    while up.seen.lock().unwrap().close.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no close upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let close = up.seen.lock().unwrap().close.clone();
+    assert_eq!(close.map(|c| c.0), Some(1001));
 }

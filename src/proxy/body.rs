@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 
 use super::idle::IdleTimer;
 use crate::observe::Exchange;
-use crate::realtime::sse::Heartbeat;
+use crate::realtime::sse::EventStream;
 use crate::upstream::Lease;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -83,7 +83,8 @@ enum Kind {
     Upstream {
         inner: Incoming,
         idle: IdleTimer,
-        heartbeat: Option<Heartbeat>,
+        /// An event stream's line state and heartbeat.
+        events: Option<EventStream>,
     },
 }
 
@@ -242,17 +243,17 @@ impl GatewayBody {
             kind: Kind::Upstream {
                 inner,
                 idle: IdleTimer::new(idle_timeout),
-                heartbeat: None,
+                events: None,
             },
             lease: None,
             exchange: None,
         }
     }
 
-    /// Sends an SSE heartbeat comment after `every` without data (an upstream body only).
-    pub fn with_heartbeat(mut self, every: Duration) -> Self {
-        if let Kind::Upstream { heartbeat, .. } = &mut self.kind {
-            *heartbeat = Some(Heartbeat::new(every));
+    /// Treats the upstream body as an event stream: heartbeats (if it has them) and counts.
+    pub fn with_event_stream(mut self, stream: EventStream) -> Self {
+        if let Kind::Upstream { events, .. } = &mut self.kind {
+            *events = Some(stream);
         }
         self
     }
@@ -275,9 +276,6 @@ impl GatewayBody {
     fn count(&self, data: &[u8]) {
         if let Some(exchange) = &self.exchange {
             exchange.add_bytes_out(data.len() as u64);
-        }
-        if let Some(lease) = &self.lease {
-            lease.count_sse_down(data);
         }
     }
 
@@ -302,12 +300,15 @@ impl Body for GatewayBody {
             Kind::Upstream {
                 inner,
                 idle,
-                heartbeat,
+                events,
             } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     idle.progress();
-                    if let (Some(heartbeat), Some(data)) = (heartbeat.as_mut(), frame.data_ref()) {
-                        heartbeat.sent(data);
+                    if let (Some(stream), Some(data)) = (events.as_mut(), frame.data_ref()) {
+                        let completed = stream.sent(data);
+                        if let Some(lease) = &this.lease {
+                            lease.count_sse_down(completed, data.len());
+                        }
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
@@ -317,7 +318,7 @@ impl Body for GatewayBody {
                     let error: BoxError = Box::new(BodyIdleTimeout(idle.timeout()));
                     Poll::Ready(Some(Err(error)))
                 }
-                Poll::Pending => match heartbeat.as_mut().and_then(|h| h.poll_beat(cx)) {
+                Poll::Pending => match events.as_mut().and_then(|e| e.poll_beat(cx)) {
                     // The upstream's silence still counts towards its idle timeout.
                     Some(beat) => Poll::Ready(Some(Ok(Frame::data(beat)))),
                     None => Poll::Pending,

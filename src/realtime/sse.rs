@@ -55,38 +55,89 @@ pub fn set_stream_headers(headers: &mut HeaderMap) {
     headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
 }
 
-/// The heartbeat of one stream: call [`Heartbeat::sent`] with every chunk that goes to the
-/// client and [`Heartbeat::poll_beat`] whenever the upstream has nothing.
-pub struct Heartbeat {
-    timer: IdleTimer,
-    at_line_start: bool,
+/// What sluice keeps per event stream: where the client's stream stands line-wise (for
+/// heartbeats and for counting events) and the heartbeat timer, if any.
+pub struct EventStream {
+    beat: Option<IdleTimer>,
+    lines: Lines,
 }
 
-impl Heartbeat {
-    pub fn new(every: Duration) -> Self {
-        Heartbeat {
-            timer: IdleTimer::new(every),
-            at_line_start: true,
-        }
+/// SSE line state (any of CR, LF, CRLF ends a line; a blank line ends an event).
+#[derive(Default)]
+struct Lines {
+    /// Not inside a line (nothing since the last line end).
+    at_line_start: bool,
+    /// The last byte was a CR: a LF now is the second half of CRLF, not a blank line.
+    after_cr: bool,
+    /// The current line started with `:` (a comment: never part of an event).
+    in_comment: bool,
+    /// A field line has ended since the last blank line: a blank line now ends an event.
+    event_open: bool,
+}
+
+impl EventStream {
+    /// `plain` is false for a stream with a `Content-Encoding`: its bytes are not lines, so
+    /// there are no heartbeats and no event counts.
+    pub fn new(heartbeat: Option<Duration>, plain: bool) -> Option<Self> {
+        plain.then(|| EventStream {
+            beat: heartbeat.map(IdleTimer::new),
+            lines: Lines {
+                at_line_start: true,
+                ..Lines::default()
+            },
+        })
     }
 
-    /// `data` went to the client.
-    pub fn sent(&mut self, data: &[u8]) {
-        if let Some(&last) = data.last() {
-            self.timer.progress();
-            self.at_line_start = last == b'\n';
+    /// `data` from the upstream went to the client; returns how many events it completed.
+    pub fn sent(&mut self, data: &[u8]) -> u64 {
+        if data.is_empty() {
+            return 0;
         }
+        if let Some(beat) = &mut self.beat {
+            beat.progress();
+        }
+        self.lines.feed(data)
     }
 
     /// A comment line to send now, or `None` (the waker is registered for the next beat).
+    /// Only ever at a line start, and not right after a CR (whose LF may follow).
     pub fn poll_beat(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
-        if !self.timer.poll_expired(cx) {
+        let beat = self.beat.as_mut()?;
+        if !beat.poll_expired(cx) {
             return None;
         }
         // Due: start the next interval (and register for it) whether or not we may beat now.
-        self.timer.progress();
-        let _ = self.timer.poll_expired(cx);
-        self.at_line_start.then(|| Bytes::from_static(BEAT))
+        beat.progress();
+        let _ = beat.poll_expired(cx);
+        (self.lines.at_line_start && !self.lines.after_cr).then(|| Bytes::from_static(BEAT))
+    }
+}
+
+impl Lines {
+    fn feed(&mut self, data: &[u8]) -> u64 {
+        let mut events = 0;
+        for &b in data {
+            let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+            match b {
+                b'\n' if after_cr => {} // CRLF: the line already ended at the CR
+                // A blank line: it ends the event, if one is open.
+                b'\r' | b'\n' if self.at_line_start => {
+                    events += u64::from(std::mem::take(&mut self.event_open));
+                }
+                b'\r' | b'\n' => {
+                    self.at_line_start = true;
+                    if !self.in_comment {
+                        self.event_open = true;
+                    }
+                }
+                _ if self.at_line_start => {
+                    self.at_line_start = false;
+                    self.in_comment = b == b':';
+                }
+                _ => {}
+            }
+        }
+        events
     }
 }
 
@@ -131,12 +182,29 @@ mod tests {
         assert_eq!(map[CACHE_CONTROL], "private, no-store");
     }
 
+    #[test]
+    fn events_are_counted_by_blank_lines_across_chunks_and_line_endings() {
+        let mut stream = EventStream::new(None, true).unwrap_or_else(|| unreachable!());
+        assert_eq!(stream.sent(b"data: a\n\n"), 1);
+        // The blank line arrives in a chunk of its own.
+        assert_eq!(stream.sent(b"data: b\n"), 0);
+        assert_eq!(stream.sent(b"\n"), 1);
+        // CRLF and CR line endings; a CRLF split across chunks.
+        assert_eq!(stream.sent(b"data: c\r\n\r\ndata: d\r\r"), 2);
+        assert_eq!(stream.sent(b"data: e\r"), 0);
+        assert_eq!(stream.sent(b"\n\r\n"), 1);
+        // Comments and extra blank lines are not events.
+        assert_eq!(stream.sent(b": keep-alive\n\n\n\n"), 0);
+        assert!(EventStream::new(Some(Duration::from_secs(1)), false).is_none());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn beats_only_at_a_line_start_after_a_quiet_interval() {
-        let mut beat = Heartbeat::new(Duration::from_secs(10));
+        let mut beat =
+            EventStream::new(Some(Duration::from_secs(10)), true).unwrap_or_else(|| unreachable!());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         // As the body does: data goes out, then the upstream is polled and has nothing.
-        let send_then_wait = |beat: &mut Heartbeat, data: &[u8]| {
+        let send_then_wait = |beat: &mut EventStream, data: &[u8]| {
             beat.sent(data);
             let mut cx = Context::from_waker(std::task::Waker::noop());
             assert_eq!(beat.poll_beat(&mut cx), None, "just sent {data:?}");

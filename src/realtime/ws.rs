@@ -120,18 +120,17 @@ pub fn check_client_handshake(
     if !asks_upgrade {
         return Err(bad("Upgrade: websocket without Connection: upgrade"));
     }
-    if headers
-        .get("sec-websocket-version")
-        .map(HeaderValue::as_bytes)
-        != Some(b"13")
-    {
-        return Err(bad("Sec-WebSocket-Version must be 13"));
+    let only = |name: &str| {
+        let mut values = headers.get_all(name).iter();
+        values.next().filter(|_| values.next().is_none())
+    };
+    if only("sec-websocket-version").map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err(bad("Sec-WebSocket-Version must be 13, once"));
     }
-    headers
-        .get("sec-websocket-key")
+    only("sec-websocket-key")
         .filter(|k| k.len() == 24)
         .cloned()
-        .ok_or_else(|| bad("Sec-WebSocket-Key is missing or malformed"))
+        .ok_or_else(|| bad("Sec-WebSocket-Key is missing, repeated or malformed"))
 }
 
 /// The upstream target of `/ws/<service>?path=/p`: the percent-decoded `path` parameter, as a
@@ -146,8 +145,14 @@ pub fn target_from_query(query: Option<&str>) -> Result<(String, Option<String>)
         .ok_or_else(|| bad("the path query parameter is required (?path=/p)".to_owned()))?;
     let decoded = percent_decode(raw)
         .ok_or_else(|| bad("the path parameter is not valid percent-encoded UTF-8".to_owned()))?;
+    if decoded.contains('#') {
+        return Err(bad(
+            "the path parameter may not carry a fragment ('#')".to_owned()
+        ));
+    }
     let (path, target_query) = match decoded.split_once('?') {
-        Some((path, q)) => (path, Some(q.to_owned())),
+        // A token there would reach the upstream: it goes no further than one here would.
+        Some((path, q)) => (path, strip_access_token(Some(q))),
         None => (decoded.as_str(), None),
     };
     if !path.starts_with('/') || path.starts_with("//") {
@@ -366,16 +371,29 @@ pub fn switching_protocols(mut headers: HeaderMap) -> Response<GatewayBody> {
 /// How a bridge ended.
 #[derive(Debug)]
 enum End {
-    /// A peer sent a close frame; it went to the other side.
+    /// The sender sent a close frame; it went to the other side.
     Closed,
-    /// A peer's connection ended without a close frame, or failed.
-    Gone,
-    /// A peer sent a message over the size limit.
+    /// The sender's connection ended without a close frame.
+    SenderGone,
+    /// Writing to the receiver failed.
+    ReceiverGone,
+    /// The sender sent a message over the size limit (close code 1009 for it).
     TooBig,
-    /// A peer refused data for `stall_timeout`.
+    /// The sender broke the protocol: 1002, or 1007 for text that is not UTF-8.
+    Violation(CloseCode),
+    /// The receiver refused data for `stall_timeout`.
     Stalled,
-    /// A peer was not heard from for two ping intervals.
+    /// The receiver was not heard from for two ping intervals.
     Silent,
+    /// The shutdown grace period is over.
+    Shutdown,
+}
+
+/// Which way a pump moves messages: `Up` from the client to the upstream.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    Up,
+    Down,
 }
 
 /// Waits for the client's side of the upgrade, then runs the bridge until either side ends
@@ -449,39 +467,58 @@ async fn bridge(
             &count_down,
         );
         tokio::select! {
-            end = up => Some(end),
-            end = down => Some(end),
-            () = stop.cancelled() => None,
+            end = up => (end, Way::Up),
+            end = down => (end, Way::Down),
+            () = stop.cancelled() => (End::Shutdown, Way::Up),
         }
     };
-    let (end, code, reason) = match outcome {
-        Some(End::Closed) => {
-            // The close went across; give the other side a moment to answer it.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                let _ = client_tx.flush().await;
-                let _ = upstream_tx.flush().await;
-            })
-            .await;
-            return End::Closed;
+    // What each side is told: (to the sender of that way, to its receiver).
+    let away = (CloseCode::Away, "peer went away");
+    let (to_sender, to_receiver) = match &outcome.0 {
+        End::Closed => {
+            // The close went across; give both sides a moment to finish the handshake.
+            let _ = tokio::join!(
+                tokio::time::timeout(Duration::from_secs(1), client_tx.flush()),
+                tokio::time::timeout(Duration::from_secs(1), upstream_tx.flush()),
+            );
+            return outcome.0;
         }
-        Some(End::TooBig) => (End::TooBig, CloseCode::Size, "message too big"),
-        Some(End::Stalled) => (End::Stalled, CloseCode::Again, "peer too slow"),
-        Some(End::Silent) => (End::Silent, CloseCode::Away, "peer not responding"),
-        Some(End::Gone) => (End::Gone, CloseCode::Away, "peer went away"),
-        None => (End::Gone, CloseCode::Away, "gateway shutting down"),
+        End::SenderGone => (None, Some(away)),
+        End::ReceiverGone => (Some(away), None),
+        End::TooBig => (Some((CloseCode::Size, "message too big")), Some(away)),
+        End::Violation(code) => (Some((*code, "protocol violation")), Some(away)),
+        End::Stalled => {
+            let too_slow = (CloseCode::Again, "peer too slow");
+            (Some(too_slow), Some(too_slow))
+        }
+        End::Silent => (Some((CloseCode::Away, "peer not responding")), None),
+        End::Shutdown => {
+            let going = (CloseCode::Away, "gateway shutting down");
+            (Some(going), Some(going))
+        }
     };
-    let close = |code, reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
+    let (to_client, to_upstream) = match outcome.1 {
+        Way::Up => (to_sender, to_receiver),
+        Way::Down => (to_receiver, to_sender),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = client_tx.send(close(code, reason)).await;
-        let _ = upstream_tx.send(close(code, reason)).await;
-    })
-    .await;
-    end
+    // Each side on its own clock: one that cannot take its close (its buffers are full)
+    // must not keep the other from getting its own.
+    let _ = tokio::join!(
+        close(&mut client_tx, to_client),
+        close(&mut upstream_tx, to_upstream),
+    );
+    outcome.0
+}
+
+async fn close(tx: &mut SplitSink<Socket, Message>, frame: Option<(CloseCode, &'static str)>) {
+    let Some((code, reason)) = frame else {
+        return;
+    };
+    let message = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(message)).await;
 }
 
 /// Milliseconds since the bridge started at which each side was last heard from.
@@ -519,7 +556,7 @@ async fn pump(
                 }
                 match tokio::time::timeout(settings.stall_timeout, tx.send(Message::Ping(Bytes::new()))).await {
                     Ok(Ok(())) => continue,
-                    Ok(Err(_)) => return End::Gone,
+                    Ok(Err(_)) => return End::ReceiverGone,
                     Err(_) => return End::Stalled,
                 }
             }
@@ -527,7 +564,11 @@ async fn pump(
         let message = match message {
             Some(Ok(message)) => message,
             Some(Err(tungstenite::Error::Capacity(_))) => return End::TooBig,
-            Some(Err(_)) | None => return End::Gone,
+            Some(Err(tungstenite::Error::Utf8(_))) => return End::Violation(CloseCode::Invalid),
+            Some(Err(tungstenite::Error::Protocol(_))) => {
+                return End::Violation(CloseCode::Protocol)
+            }
+            Some(Err(_)) | None => return End::SenderGone,
         };
         heard.from.store(heard.now(), Ordering::Relaxed);
         let closing = matches!(message, Message::Close(_));
@@ -539,7 +580,7 @@ async fn pump(
                 match tokio::time::timeout(settings.stall_timeout, tx.send(message)).await {
                     Ok(Ok(())) if closing => return End::Closed,
                     Ok(Ok(())) => count(bytes),
-                    Ok(Err(_)) => return End::Gone,
+                    Ok(Err(_)) => return End::ReceiverGone,
                     Err(_) => return End::Stalled,
                 }
             }

@@ -302,16 +302,9 @@ impl Lease {
     }
 
     /// The response turned out to be a stream of this kind: count it as one from now on.
-    /// Data of an event stream went to the client: counts its bytes, and its events by the
-    /// blank lines that end them (`\n\n`; a boundary split across chunks is not seen).
-    pub fn count_sse_down(&self, data: &[u8]) {
-        if self.kind == StreamKind::Sse {
-            let events = data.windows(2).filter(|w| w == b"\n\n").count();
-            self.endpoint
-                .stats
-                .sse
-                .down(events as u64, data.len() as u64);
-        }
+    /// Upstream data of an event stream went to the client, completing `events` events.
+    pub fn count_sse_down(&self, events: u64, bytes: usize) {
+        self.endpoint.stats.sse.down(events, bytes as u64);
     }
 
     pub fn set_kind(&mut self, kind: StreamKind) {
