@@ -122,7 +122,6 @@ impl Auth {
     }
 }
 
-/// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
 /// The query parameter that may carry a token on WebSocket upgrades (removed before the
 /// request goes upstream).
 pub const ACCESS_TOKEN_PARAM: &str = "access_token";
@@ -154,6 +153,7 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value.trim_matches('"'))
 }
 
+/// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();

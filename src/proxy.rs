@@ -187,10 +187,10 @@ pub async fn handle(
     };
     // A WebSocket: the client's handshake is checked now, its connection taken over later.
     let client_upgrade = if upgrade {
-        if let Err(error) = ws::check_client_handshake(req.method(), req.version(), req.headers()) {
-            return refuse(error, exchange, has_body);
+        match ws::check_client_handshake(req.method(), req.version(), req.headers()) {
+            Ok(key) => Some((key, hyper::upgrade::on(&mut req))),
+            Err(error) => return refuse(error, exchange, has_body),
         }
-        Some(hyper::upgrade::on(&mut req))
     } else {
         None
     };
@@ -242,7 +242,7 @@ pub async fn handle(
             upstream_headers.remove(HOST);
         }
     }
-    if let Some(client_upgrade) = client_upgrade {
+    if let Some((client_key, client_upgrade)) = client_upgrade {
         let target = if policy.websocket_only {
             ws::target_from_query(request_uri.query())
         } else {
@@ -263,6 +263,7 @@ pub async fn handle(
             service,
             &path_and_query,
             upstream_headers,
+            client_key,
             hash_key,
             policy.response_timeout,
         )
@@ -271,6 +272,7 @@ pub async fn handle(
             Ok(accepted) => accepted,
             Err(error) => return refuse(error, exchange, false),
         };
+        conn.activity.upgraded();
         let streams = conn.streams.clone();
         let settings = ws::Settings::new(&rt.config.websocket);
         let request_id = exchange.request_id.clone();
@@ -278,7 +280,9 @@ pub async fn handle(
             ws::run(client_upgrade, accepted, settings, streams.stop, request_id).await;
             drop(streams.guard); // the connection counts as open until the bridge ends
         });
-        return finish(ws::switching_protocols(upstream_headers), exchange);
+        let mut response = ws::switching_protocols(upstream_headers);
+        apply_header_ops(response.headers_mut(), &policy.response_headers);
+        return finish(response, exchange);
     }
     if !incoming.is_end_stream() && incoming.size_hint().exact().is_none() {
         // The client's own Transfer-Encoding went with the hop-by-hop headers. Say it again:

@@ -143,10 +143,10 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
         ping_interval: errors.layered(
             env,
             "WS_PING_INTERVAL_MS",
-            parse_millis,
+            |text| parse_millis(text).and_then(ping_interval),
             "websocket.ping_interval",
             raw.websocket.ping_interval.as_ref(),
-            RawDuration::parse,
+            |d| d.parse().and_then(ping_interval),
             Duration::from_secs(30),
         ),
         max_message_size: raw
@@ -163,7 +163,7 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
                     }),
                 )
             })
-            .unwrap_or(16 << 20),
+            .unwrap_or(1 << 20),
         stall_timeout: raw
             .websocket
             .stall_timeout
@@ -270,6 +270,17 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
     } else {
         Err(ConfigErrors(errors.0))
     }
+}
+
+/// Pings need a period, and one below 100 ms would declare peers silent between two packets.
+fn ping_interval(interval: Duration) -> Result<Duration, String> {
+    if interval < Duration::from_millis(100) {
+        return Err(format!(
+            "must be at least 100ms, got {}",
+            humantime::format_duration(interval)
+        ));
+    }
+    Ok(interval)
 }
 
 fn server(errors: &mut Errors, raw: &RawConfig, env: &Env) -> ServerConfig {

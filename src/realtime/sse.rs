@@ -12,8 +12,10 @@
 //!   paused mid-line gets no heartbeat (and no corruption). A `\r` alone is not enough either,
 //!   since the `\n` of a `\r\n` may follow.
 //!
-//! Bytes are never re-framed or parsed beyond the last byte of each chunk: the stream the
-//! client receives is the upstream's, with comment lines inserted between lines.
+//! Bytes are never re-framed or changed: the stream the client receives is the upstream's,
+//! with comment lines inserted between lines. They are read, to know where lines end and to
+//! count events (a blank line ends one; CR, LF and CRLF all end a line). No beat goes out
+//! before the upstream's first byte, so a byte-order mark there stays at the start.
 
 use std::task::Context;
 use std::time::Duration;
@@ -73,6 +75,8 @@ struct Lines {
     in_comment: bool,
     /// A field line has ended since the last blank line: a blank line now ends an event.
     event_open: bool,
+    /// The upstream has sent its first byte.
+    started: bool,
 }
 
 impl EventStream {
@@ -100,7 +104,8 @@ impl EventStream {
     }
 
     /// A comment line to send now, or `None` (the waker is registered for the next beat).
-    /// Only ever at a line start, and not right after a CR (whose LF may follow).
+    /// Only ever at a line start, not right after a CR (whose LF may follow), and not before
+    /// the upstream's first byte.
     pub fn poll_beat(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
         let beat = self.beat.as_mut()?;
         if !beat.poll_expired(cx) {
@@ -109,12 +114,14 @@ impl EventStream {
         // Due: start the next interval (and register for it) whether or not we may beat now.
         beat.progress();
         let _ = beat.poll_expired(cx);
-        (self.lines.at_line_start && !self.lines.after_cr).then(|| Bytes::from_static(BEAT))
+        let lines = &self.lines;
+        (lines.started && lines.at_line_start && !lines.after_cr).then(|| Bytes::from_static(BEAT))
     }
 }
 
 impl Lines {
     fn feed(&mut self, data: &[u8]) -> u64 {
+        self.started |= !data.is_empty();
         let mut events = 0;
         for &b in data {
             let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
@@ -209,7 +216,13 @@ mod tests {
             let mut cx = Context::from_waker(std::task::Waker::noop());
             assert_eq!(beat.poll_beat(&mut cx), None, "just sent {data:?}");
         };
-        assert_eq!(beat.poll_beat(&mut cx), None, "not yet due");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            beat.poll_beat(&mut cx),
+            None,
+            "nothing before the first byte"
+        );
+        send_then_wait(&mut beat, b"data: 0\n\n");
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(beat.poll_beat(&mut cx).as_deref(), Some(BEAT));
         // Mid-line (`data: ab` not yet ended): due again, but no beat may go in.

@@ -27,7 +27,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use http::header::{CONNECTION, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, UPGRADE};
+use http::header::{
+    CONNECTION, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
@@ -161,6 +164,16 @@ pub fn target_from_query(query: Option<&str>) -> Result<(String, Option<String>)
         )));
     }
     let normalized = normalize_path(path).map_err(|e| bad(format!("path parameter: {e}")))?;
+    // Refused here, before any endpoint is picked, rather than when the URI is built.
+    let whole = match &target_query {
+        Some(q) => format!("{normalized}?{q}"),
+        None => normalized.to_string(),
+    };
+    if http::uri::PathAndQuery::try_from(whole.as_str()).is_err() {
+        return Err(bad(format!(
+            "the path parameter is not a valid target: {whole:?}"
+        )));
+    }
     Ok((normalized.into_owned(), target_query))
 }
 
@@ -183,13 +196,12 @@ fn percent_decode(text: &str) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
             }
             b => {
                 out.push(b);
@@ -208,12 +220,17 @@ pub async fn connect_upstream(
     service: &Service,
     path_and_query: &str,
     mut headers: HeaderMap,
+    client_key: HeaderValue,
     hash_key: Option<u64>,
     timeout: Duration,
 ) -> Result<(Accepted, HeaderMap), GatewayError> {
+    // Set here, after the hop-by-hop removal: a client's `Connection` header may name these.
+    let offered = headers.get(SEC_WEBSOCKET_PROTOCOL).cloned();
     headers.remove(SEC_WEBSOCKET_EXTENSIONS);
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(SEC_WEBSOCKET_KEY, client_key);
+    headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     let mut rng = fastrand::Rng::new();
     let mut tried = Candidates::default();
     let deadline = Instant::now() + timeout;
@@ -238,6 +255,14 @@ pub async fn connect_upstream(
         let attempt_result =
             tokio::time::timeout_at(deadline, handshake(service, uri, headers.clone())).await;
         let failed = match attempt_result {
+            Ok(Ok((response, upgraded))) if !chosen_was_offered(&response, offered.as_ref()) => {
+                drop(upgraded);
+                lease.record(Outcome::Success, service.clock.now_us());
+                return Err(GatewayError::upstream(
+                    ErrorKind::UpstreamUnavailable,
+                    "the upstream chose a WebSocket subprotocol the client did not offer",
+                ));
+            }
             Ok(Ok((response, upgraded))) => {
                 lease.record(Outcome::Success, service.clock.now_us());
                 lease.set_kind(StreamKind::WebSocket);
@@ -295,6 +320,17 @@ pub async fn connect_upstream(
         }
         attempt += 1;
     }
+}
+
+/// Whether the upstream's `Sec-WebSocket-Protocol` (if any) is one the client offered.
+fn chosen_was_offered(upstream: &HeaderMap, offered: Option<&HeaderValue>) -> bool {
+    let Some(chosen) = upstream.get(SEC_WEBSOCKET_PROTOCOL) else {
+        return true;
+    };
+    offered.and_then(|o| o.to_str().ok()).is_some_and(|o| {
+        o.split(',')
+            .any(|p| p.trim().as_bytes() == chosen.as_bytes())
+    })
 }
 
 enum HandshakeError {
@@ -410,6 +446,18 @@ pub async fn run(
         Ok(upgraded) => upgraded,
         Err(e) => {
             tracing::debug!(error = %e, "the client's upgrade did not complete");
+            // The upstream has its WebSocket open: close it properly, not by a dropped socket.
+            let mut upstream = Socket::from_raw_socket(
+                TokioIo::new(upstream),
+                Role::Client,
+                Some(settings.frames),
+            )
+            .await;
+            let frame = CloseFrame {
+                code: CloseCode::Away,
+                reason: "client went away".into(),
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), upstream.close(Some(frame))).await;
             return;
         }
     };
@@ -585,5 +633,76 @@ async fn pump(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(query: &str) -> Result<(String, Option<String>), String> {
+        target_from_query(Some(query)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_path_parameter_is_a_relative_target_and_nothing_else() {
+        assert_eq!(target("path=/chat"), Ok(("/chat".into(), None)));
+        assert_eq!(
+            target("x=1&path=%2Fchat%3Froom%3D1%26access_token%3Dt"),
+            Ok(("/chat".into(), Some("room=1".into())))
+        );
+        assert_eq!(
+            target("path=/a+b"),
+            Ok(("/a+b".into(), None)),
+            "'+' is literal"
+        );
+        for bad in [
+            "",
+            "path=",
+            "path=chat",
+            "path=//evil.example/x",
+            "path=%2F%2Fevil.example",
+            "path=http://evil.example/x",
+            "path=/a/../b",
+            "path=/x%23frag",
+            "path=/x%zz",
+            "path=/x%+f",
+            "path=/x%00",
+            "path=/a%20b",
+        ] {
+            assert!(target(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn access_tokens_are_stripped_and_the_rest_kept_in_order() {
+        assert_eq!(strip_access_token(Some("access_token=t")), None);
+        assert_eq!(
+            strip_access_token(Some("a=1&access_token=t&b=2")).as_deref(),
+            Some("a=1&b=2")
+        );
+        assert_eq!(
+            strip_access_token(Some("access_tokenx=1")).as_deref(),
+            Some("access_tokenx=1")
+        );
+        assert_eq!(strip_access_token(None), None);
+    }
+
+    #[test]
+    fn only_an_offered_subprotocol_may_be_chosen() {
+        let mut upstream = HeaderMap::new();
+        let offered = HeaderValue::from_static("chat, superchat");
+        assert!(
+            chosen_was_offered(&upstream, Some(&offered)),
+            "none chosen is fine"
+        );
+        upstream.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("superchat"),
+        );
+        assert!(chosen_was_offered(&upstream, Some(&offered)));
+        upstream.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("mqtt"));
+        assert!(!chosen_was_offered(&upstream, Some(&offered)));
+        assert!(!chosen_was_offered(&upstream, None));
     }
 }

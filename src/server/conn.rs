@@ -38,7 +38,9 @@ pub struct ConnActivity {
     /// Milliseconds after `opened`, plus one, when a new head's first bytes arrived while
     /// idle; 0 when no head is being read.
     head_started: AtomicU64,
-    http2: AtomicBool,
+    /// No HTTP/1 request heads will follow: the connection speaks HTTP/2, or was upgraded
+    /// (a WebSocket's frames are not heads).
+    no_more_heads: AtomicBool,
     /// The head just started carries both Content-Length and Transfer-Encoding.
     ambiguous_framing: AtomicBool,
 }
@@ -89,7 +91,7 @@ impl ConnActivity {
             in_flight: AtomicUsize::new(0),
             last_idle_ms: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
-            http2: AtomicBool::new(false),
+            no_more_heads: AtomicBool::new(false),
             ambiguous_framing: AtomicBool::new(false),
         }
     }
@@ -104,7 +106,7 @@ impl ConnActivity {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
         if http2 {
-            self.http2.store(true, Ordering::Relaxed);
+            self.no_more_heads.store(true, Ordering::Relaxed);
         }
     }
 
@@ -120,12 +122,17 @@ impl ConnActivity {
         let idle = self.in_flight.load(Ordering::Relaxed) == 0;
         let new_head = idle
             && self.head_started.load(Ordering::Relaxed) == 0
-            && !self.http2.load(Ordering::Relaxed);
+            && !self.no_more_heads.load(Ordering::Relaxed);
         if new_head {
             self.head_started
                 .store(self.millis_since_open() + 1, Ordering::Relaxed);
         }
         new_head
+    }
+
+    /// The connection is being upgraded (a WebSocket): stop looking for request heads.
+    pub fn upgraded(&self) {
+        self.no_more_heads.store(true, Ordering::Relaxed);
     }
 
     /// Whether the request now being handled came with both Content-Length and

@@ -301,12 +301,12 @@ impl Lease {
         endpoint.log_transition(transition);
     }
 
-    /// The response turned out to be a stream of this kind: count it as one from now on.
     /// Upstream data of an event stream went to the client, completing `events` events.
     pub fn count_sse_down(&self, events: u64, bytes: usize) {
         self.endpoint.stats.sse.down(events, bytes as u64);
     }
 
+    /// The response turned out to be a stream of this kind: count it as one from now on.
     pub fn set_kind(&mut self, kind: StreamKind) {
         if kind != self.kind {
             // Add before removing, so a racing lease never sees room that is not there.
