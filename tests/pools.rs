@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::support::upstream::Reply;
-use crate::support::{client, closed_port, error_body, TestGateway, Upstream};
+use crate::support::{admin_stats, client, closed_port, error_body, TestGateway, Upstream};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
@@ -21,17 +21,6 @@ fn pool(name: &str, urls: &[String], extra: &str) -> String {
         "[services.{name}]\nupstreams = [{}]\n{extra}\n",
         list.join(", ")
     )
-}
-
-async fn admin_stats(gw: &TestGateway) -> Value {
-    client()
-        .get(gw.url("/admin/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn gateway_stats(gw: &TestGateway) -> Vec<Value> {

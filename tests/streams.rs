@@ -14,11 +14,10 @@ use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::support::{client, error_body, service, TestGateway};
+use crate::support::{admin_stats, client, error_body, service, TestGateway};
 
 /// An event-stream upstream playing a script: each chunk after its delay, then the end of
 /// the stream, or (with `hold_open`) silence until the client goes away.
@@ -98,17 +97,6 @@ impl SseUpstream {
     }
 }
 
-async fn stats(gw: &TestGateway) -> Value {
-    client()
-        .get(gw.url("/admin/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_sse_route_passes_each_event_on_as_it_arrives() {
     let ms = Duration::from_millis;
@@ -150,7 +138,7 @@ async fn the_sse_route_passes_each_event_on_as_it_arrives() {
         "the upstream's end ends the stream"
     );
     assert_eq!(up.last_event_id.lock().unwrap().as_deref(), Some("41"));
-    let live = stats(&gw).await;
+    let live = admin_stats(&gw).await;
     let counted = &live["services"]["s"]["streams"]["sse"];
     assert_eq!(counted["messagesDown"], 2, "{live}");
     assert_eq!(counted["bytesDown"], 34, "{live}");
@@ -224,7 +212,7 @@ async fn a_client_that_leaves_closes_the_upstream_stream_within_a_second() {
     let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
     let mut response = client().get(gw.url("/sse/s/live")).send().await.unwrap();
     assert_eq!(response.chunk().await.unwrap().unwrap(), "data: hello\n\n");
-    let live = stats(&gw).await;
+    let live = admin_stats(&gw).await;
     assert_eq!(live["connections"]["sse"], 1, "{live}");
     assert_eq!(
         live["services"]["s"]["upstreamDetails"][0]["inflight"]["sse"],
@@ -248,7 +236,7 @@ async fn a_client_that_leaves_closes_the_upstream_stream_within_a_second() {
         took < Duration::from_secs(1),
         "upstream closed after {took:?}"
     );
-    let live = stats(&gw).await;
+    let live = admin_stats(&gw).await;
     assert_eq!(live["connections"]["sse"], 0, "{live}");
     assert_eq!(
         live["services"]["s"]["upstreamDetails"][0]["inflight"]["sse"],

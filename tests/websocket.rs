@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::support::{client, closed_port, error_body, service, TestGateway, Upstream};
+use crate::support::{
+    admin_stats, client, closed_port, error_body, service, TestGateway, Upstream,
+};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
@@ -154,17 +156,6 @@ async fn next_data(
     }
 }
 
-async fn stats(gw: &TestGateway) -> Value {
-    client()
-        .get(gw.url("/admin/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_ws_route_bridges_text_binary_and_close_codes() {
     let up = WsUpstream::start().await;
@@ -189,7 +180,7 @@ async fn the_ws_route_bridges_text_binary_and_close_codes() {
         assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
         assert!(!seen.headers.contains_key("sec-websocket-extensions"));
     }
-    let live = stats(&gw).await;
+    let live = admin_stats(&gw).await;
     assert_eq!(live["connections"]["ws"], 1, "{live}");
 
     ws.send(Message::text("hello")).await.unwrap();
@@ -212,7 +203,7 @@ async fn the_ws_route_bridges_text_binary_and_close_codes() {
     }
     drop(ws);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let live = stats(&gw).await;
+    let live = admin_stats(&gw).await;
     assert_eq!(live["connections"]["ws"], 0, "{live}");
     // Messages and bytes per direction (close frames are not messages).
     let counted = &live["services"]["s"]["upstreamDetails"][0]["streams"]["ws"];

@@ -124,6 +124,18 @@ pub async fn error_body(response: reqwest::Response, code: &str) -> serde_json::
 }
 
 /// A loopback port with nothing listening on it (bound, then released).
+/// `GET /admin/stats` as JSON.
+pub async fn admin_stats(gw: &TestGateway) -> serde_json::Value {
+    client()
+        .get(gw.url("/admin/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()

@@ -66,20 +66,20 @@ pub(super) fn services(
                 })
                 .collect(),
         };
-        let from_env = env_upstreams.contains_key(name);
+        // Where the list came from, for naming it in errors.
+        let list_key = if env_upstreams.contains_key(name) {
+            format!("UPSTREAMS.{name}")
+        } else {
+            format!("{path}.upstreams")
+        };
         // The same endpoint twice would have two breakers and two shares of traffic: a
         // weight in disguise, and a confusing one. Say so (compared after parsing, so
         // `http://a:1` and `http://a:1/` are the same).
         for (i, url) in upstreams.iter().enumerate() {
             let url = url.to_string();
             if let Some(first) = upstreams[..i].iter().position(|u| u.to_string() == url) {
-                let key = if from_env {
-                    format!("UPSTREAMS.{name}[{i}]")
-                } else {
-                    format!("{path}.upstreams[{i}]")
-                };
                 errors.push(
-                    key,
+                    format!("{list_key}[{i}]"),
                     format!("{url} is listed twice (first at [{first}]); use weight instead"),
                 );
             }
@@ -90,20 +90,10 @@ pub(super) fn services(
         };
         // An empty list is an error of its own; a list of bad URLs was reported URL by URL.
         if listed == 0 {
-            let key = if from_env {
-                format!("UPSTREAMS.{name}")
-            } else {
-                format!("{path}.upstreams")
-            };
-            errors.push(key, "needs at least one upstream URL");
+            errors.push(&list_key, "needs at least one upstream URL");
         } else if listed > crate::config::MAX_UPSTREAMS {
-            let key = if from_env {
-                format!("UPSTREAMS.{name}")
-            } else {
-                format!("{path}.upstreams")
-            };
             errors.push(
-                key,
+                &list_key,
                 format!(
                     "has {listed} upstreams; at most {} are supported",
                     crate::config::MAX_UPSTREAMS
