@@ -106,6 +106,21 @@ impl WsUpstream {
     fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// The close frame the upstream got (code, reason), waiting up to 3 s for it.
+    async fn close(&self) -> Option<(u16, String)> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(close) = self.seen.lock().unwrap().close.clone() {
+                return Some(close);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "no close upstream"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 fn ws_url(gw: &TestGateway, path_and_query: &str) -> String {
@@ -229,15 +244,7 @@ async fn a_clients_close_code_and_reason_reach_the_upstream() {
         reason: "done here".into(),
     };
     ws.close(Some(frame)).await.unwrap();
-    let started = std::time::Instant::now();
-    while up.seen.lock().unwrap().close.is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "no close upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let close = up.seen.lock().unwrap().close.clone();
+    let close = up.close().await;
     assert_eq!(close, Some((4000, "done here".to_owned())));
 }
 
@@ -459,14 +466,6 @@ async fn a_peer_that_breaks_the_protocol_gets_1007_and_the_other_side_1001() {
         Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Invalid),
         other => panic!("expected 1007, got {other:?}"),
     }
-    let started = std::time::Instant::now();
-    while up.seen.lock().unwrap().close.is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "no close upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let close = up.seen.lock().unwrap().close.clone();
+    let close = up.close().await;
     assert_eq!(close.map(|c| c.0), Some(1001));
 }

@@ -63,22 +63,20 @@ pub async fn resetting_upstream() -> SocketAddr {
 
 /// Like [`resetting_upstream`], also counting the connections (= attempts) it got.
 pub async fn counting_resetting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    let addr = raw_upstream(move |mut stream| {
-        seen.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let mut buf = [0u8; 4096];
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
-        }
-    })
-    .await;
-    (addr, count)
+    counting_upstream(None).await
 }
 
 /// An upstream that answers every request with a response no HTTP parser may accept (two
 /// different `Content-Length`s), counting the connections it got.
 pub async fn invalid_response_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    counting_upstream(Some(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+    ))
+    .await
+}
+
+/// Counts connections; on each, reads the request, writes `answer` (if any) and closes.
+async fn counting_upstream(answer: Option<&'static [u8]>) -> (SocketAddr, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
     let seen = count.clone();
     let addr = raw_upstream(move |mut stream| {
@@ -86,9 +84,9 @@ pub async fn invalid_response_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
         async move {
             let mut buf = [0u8; 4096];
             let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok")
-                .await;
+            if let Some(answer) = answer {
+                let _ = stream.write_all(answer).await;
+            }
         }
     })
     .await;
