@@ -1,58 +1,98 @@
 //! Ops endpoints: `/healthz` (the process is alive), `/readyz` (every service has an
 //! endpoint that can take traffic: healthy, breaker not open), `/admin/stats` and
-//! `/gateway/stats` (see [`stats`]). They answer on the public listener, or only on
-//! `admin_listen` when that is set. The stats name internal upstream URLs, so when auth is
-//! required they need a valid token like any proxied route (DESIGN §1.3); the probes stay
-//! open for orchestrators. Metrics and the dashboard arrive with issue #7.
+//! `/gateway/stats` (see [`stats`]), and `/admin`, a small live page over the stats. They
+//! answer on the public listener, or only on `admin_listen` when that is set.
+//!
+//! The stats name internal upstream URLs, so with admin protection on (`auth.protect_admin`,
+//! by default the seed rule: on when auth is required) they need a token or API key like a
+//! proxied route; the probes stay open for orchestrators. A browser cannot send a bearer
+//! header, so [`login`] turns a token typed into a form into an HttpOnly, SameSite=Strict
+//! cookie scoped to `/admin`. Prometheus metrics arrive with issue #7.
 
+mod login;
 mod stats;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::proxy::body::GatewayBody;
 use crate::runtime::Runtime;
 
+const DASHBOARD_HTML: &str = include_str!("admin/dashboard.html");
+
 /// The ops paths this module answers.
 pub fn is_admin_path(path: &str) -> bool {
     matches!(
         path,
-        "/healthz" | "/readyz" | "/admin/stats" | "/gateway/stats"
+        "/healthz"
+            | "/readyz"
+            | "/admin"
+            | "/admin/login"
+            | "/admin/logout"
+            | "/admin/stats"
+            | "/gateway/stats"
     )
 }
 
-/// Answers an ops request, or `None` when `path` is not one.
-pub fn handle(
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
+/// Answers an ops request (`path` is one of [`is_admin_path`]).
+pub async fn handle(
+    req: Request<Incoming>,
     runtime: &Runtime,
-) -> Option<Result<Response<GatewayBody>, GatewayError>> {
-    if !is_admin_path(path) {
-        return None;
-    }
-    if method != Method::GET && method != Method::HEAD {
-        let error = GatewayError::client(
+    tls: bool,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let path = req.uri().path().to_owned();
+    let allowed = match path.as_str() {
+        "/admin/login" => "GET, HEAD, POST",
+        "/admin/logout" => "POST",
+        _ => "GET, HEAD",
+    };
+    if !allowed.split(", ").any(|m| m == req.method().as_str()) {
+        return Err(GatewayError::client(
             ErrorKind::MethodNotAllowed,
-            format!("{path} answers GET and HEAD only"),
+            format!("{path} answers {allowed} only"),
         )
-        .with_allow("GET, HEAD".to_owned());
-        return Some(Err(error));
+        .with_allow(allowed.to_owned()));
     }
-    if matches!(path, "/admin/stats" | "/gateway/stats") {
-        if let Err(error) = runtime.auth.authenticate(headers) {
-            return Some(Err(error));
+    if req.method() == Method::POST {
+        return Ok(if path == "/admin/login" {
+            login::submit(req, runtime, tls).await
+        } else {
+            login::logout(tls)
+        });
+    }
+    let protected = matches!(path.as_str(), "/admin" | "/admin/stats" | "/gateway/stats");
+    if protected {
+        if let Err(error) = runtime.auth.authenticate_admin(req.headers()).await {
+            // A browser asking for the page goes to the login form; API clients get the 401.
+            return if path == "/admin" {
+                Ok(redirect("/admin/login"))
+            } else {
+                Err(error)
+            };
         }
     }
-    Some(Ok(match path {
+    Ok(match path.as_str() {
         "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
         "/admin/stats" => json_response(StatusCode::OK, stats::admin_stats(runtime)),
         "/gateway/stats" => json_response(StatusCode::OK, stats::gateway_stats(runtime)),
+        "/admin" => html_response(
+            StatusCode::OK,
+            DASHBOARD_HTML.replace(
+                "{{logout}}",
+                if runtime.auth.protects_admin() {
+                    "inline"
+                } else {
+                    "none"
+                },
+            ),
+        ),
+        "/admin/login" => login::page(req.uri().query()),
         _ => readyz(runtime),
-    }))
+    })
 }
 
 fn readyz(runtime: &Runtime) -> Response<GatewayBody> {
@@ -84,5 +124,41 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Gatewa
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// An admin page: no caching, no framing, scripts and styles only from the page itself.
+pub(crate) fn html_response(status: StatusCode, html: String) -> Response<GatewayBody> {
+    let mut response = Response::new(GatewayBody::full(Bytes::from(html)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+pub(crate) fn redirect(to: &'static str) -> Response<GatewayBody> {
+    let mut response = Response::new(GatewayBody::full(Bytes::new()));
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    response
+        .headers_mut()
+        .insert(LOCATION, HeaderValue::from_static(to));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

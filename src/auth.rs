@@ -1,145 +1,243 @@
-//! Bearer-token authentication, as the seeds did it: HS256 JWTs signed with `JWT_SECRET`
-//! (RFC 7519), the algorithm pinned so `alg: none` and HS/RS confusion fail (RFC 8725 §3.1),
-//! `exp` required and `nbf` checked with a 60 s leeway, tokens with `crit` extensions refused
-//! (RFC 7515 §4.1.11). The verified identity goes upstream as
-//! headers (`sub` → `x-user-id` by default, Aegis's `userId` when `sub` is absent); a client's
-//! own copies of those headers are removed on every request, authenticated or not.
+//! Authentication: who is calling, before anything else happens to the request.
 //!
-//! JWKS, asymmetric keys, API keys and per-route policies arrive with issue #5; until then
-//! auth is all-or-nothing for proxied routes.
+//! A credential is a bearer token (`Authorization: Bearer …`; on routes that allow it also
+//! the `access_token` query parameter or a cookie, for browsers' EventSource and WebSocket)
+//! or an API key in its header. Tokens are JWTs verified by [`jwt`] against `JWT_SECRET`
+//! (HS256/384/512) or an issuer's keys ([`keys`]: static PEM or JWKS); API keys are looked up
+//! by hash ([`api_keys`]). Each route says whether a credential is required, optional or
+//! ignored (default: `[auth] required`, the seed rule), and may require claims or scopes
+//! (→ 403). A rejection is 401 with `WWW-Authenticate: Bearer`, decided before rate limiting
+//! and before any upstream is picked.
+//!
+//! The verified identity goes upstream as headers (`sub` → `x-user-id` by default); a
+//! client's own copies of those headers are removed on every request, authenticated or not,
+//! and so is the API key.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::{Map, Value};
+mod api_keys;
+mod identity;
+mod jwt;
+mod keys;
 
-use crate::config::AuthConfig;
+use http::{HeaderMap, HeaderName};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AuthConfig, AuthMode, RouteAccess};
 use crate::error::{ErrorKind, GatewayError};
+use api_keys::ApiKeys;
+pub use identity::Identity;
+use jwt::JwtVerifier;
+pub use jwt::MAX_TOKEN_BYTES;
+
+/// The query parameter that may carry a token (removed before the request goes upstream).
+pub const ACCESS_TOKEN_PARAM: &str = "access_token";
+/// The cookie the admin login sets, scoped to `/admin`.
+pub const ADMIN_COOKIE: &str = "sluice_admin";
 
 pub struct Auth {
-    required: bool,
-    key: Option<DecodingKey>,
-    validation: Validation,
+    default_mode: AuthMode,
+    jwt: JwtVerifier,
+    api_keys: ApiKeys,
+    api_key_header: HeaderName,
     claims_to_headers: Vec<(String, HeaderName)>,
+    protect_admin: bool,
 }
 
-/// The verified claims of a request's token.
-pub struct Identity(Map<String, Value>);
+/// Where, besides `Authorization` and the API key header, a request's token may be.
+#[derive(Default, Clone, Copy)]
+pub struct TokenSources<'a> {
+    /// The request's query, when the route takes `access_token` from it.
+    pub query: Option<&'a str>,
+    /// A cookie name the route takes the token from.
+    pub cookie: Option<&'a str>,
+}
+
+enum Credential<'a> {
+    Token(&'a str),
+    ApiKey(&'a [u8]),
+}
+
+fn unauthorized(message: impl Into<std::borrow::Cow<'static, str>>) -> GatewayError {
+    GatewayError::client(ErrorKind::Unauthorized, message)
+}
 
 impl Auth {
-    pub fn new(config: &AuthConfig) -> Auth {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 60;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        Auth {
-            required: config.required,
-            key: config
-                .jwt_secret
-                .as_deref()
-                .map(|s| DecodingKey::from_secret(s.as_bytes())),
-            validation,
+    pub fn new(config: &AuthConfig) -> Result<Auth, String> {
+        Ok(Auth {
+            default_mode: if config.required {
+                AuthMode::Required
+            } else {
+                AuthMode::Off
+            },
+            jwt: JwtVerifier::new(config)?,
+            api_keys: ApiKeys::new(&config.api_keys),
+            api_key_header: config.api_key_header.clone(),
             claims_to_headers: config.claims_to_headers.clone(),
+            protect_admin: config.protect_admin,
+        })
+    }
+
+    /// Checks a proxied request against its route. `Ok(None)`: no identity (auth is off for
+    /// the route, or optional and no credential was sent).
+    pub async fn authenticate(
+        &self,
+        access: &RouteAccess,
+        headers: &HeaderMap,
+        sources: TokenSources<'_>,
+    ) -> Result<Option<Identity>, GatewayError> {
+        let mode = access.auth.unwrap_or(self.default_mode);
+        let demands = !access.require_claims.is_empty() || !access.require_scopes.is_empty();
+        if mode == AuthMode::Off && !demands {
+            return Ok(None);
+        }
+        let identity = match self.credential(headers, sources) {
+            Some(credential) => self.verify(credential).await?,
+            None if mode == AuthMode::Optional && !demands => return Ok(None),
+            None => return Err(unauthorized("a bearer token or API key is required")),
+        };
+        identity
+            .satisfies(access)
+            .map_err(|m| GatewayError::client(ErrorKind::Forbidden, m))?;
+        Ok(Some(identity))
+    }
+
+    /// The ops endpoints' rule: when admin protection is on, a token (header or the login
+    /// cookie) or an API key is needed.
+    pub async fn authenticate_admin(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        if !self.protect_admin {
+            return Ok(());
+        }
+        let sources = TokenSources {
+            query: None,
+            cookie: Some(ADMIN_COOKIE),
+        };
+        match self.credential(headers, sources) {
+            Some(credential) => self.verify(credential).await.map(drop),
+            None => Err(unauthorized("the admin endpoints need a bearer token or API key")),
         }
     }
 
-    pub fn is_required(&self) -> bool {
-        self.required
+    pub fn protects_admin(&self) -> bool {
+        self.protect_admin
     }
 
-    /// Removes every header the gateway itself fills from verified claims.
-    pub fn strip_identity_headers(&self, headers: &mut HeaderMap) {
+    /// What the admin login form was given: a JWT (two dots) or an API key.
+    pub async fn verify_presented(&self, presented: &str) -> Result<Identity, GatewayError> {
+        let credential = if presented.bytes().filter(|b| *b == b'.').count() == 2 {
+            Credential::Token(presented)
+        } else {
+            Credential::ApiKey(presented.as_bytes())
+        };
+        self.verify(credential).await
+    }
+
+    async fn verify(&self, credential: Credential<'_>) -> Result<Identity, GatewayError> {
+        match credential {
+            Credential::Token(token) => self
+                .jwt
+                .verify(token)
+                .await
+                .map(Identity::from_claims)
+                .map_err(unauthorized),
+            Credential::ApiKey(key) => self
+                .api_keys
+                .find(key)
+                .map(Identity::from_api_key)
+                .ok_or_else(|| unauthorized("the API key is not valid")),
+        }
+    }
+
+    /// The request's credential: `Authorization` first, then the query, the cookie, and
+    /// last the API key header (only when API keys are configured).
+    fn credential<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        sources: TokenSources<'a>,
+    ) -> Option<Credential<'a>> {
+        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            // A present but unusable Authorization (another scheme, not text) is an empty
+            // bearer token: refused, never skipped in favour of a weaker source.
+            let token = value.to_str().ok().and_then(bearer_token).unwrap_or("");
+            return Some(Credential::Token(token));
+        }
+        let token = sources
+            .query
+            .and_then(|q| query_param(q, ACCESS_TOKEN_PARAM))
+            .or_else(|| cookie_value(headers, sources.cookie?));
+        if let Some(token) = token {
+            return Some(Credential::Token(token));
+        }
+        if self.api_keys.is_empty() {
+            return None;
+        }
+        headers
+            .get(&self.api_key_header)
+            .map(|key| Credential::ApiKey(key.as_bytes()))
+    }
+
+    /// Removes what the client may not send upstream: the identity headers the gateway
+    /// fills, the API key, and `Authorization` where the route strips it.
+    pub fn strip_credentials(&self, headers: &mut HeaderMap, access: &RouteAccess) {
         for (_, header) in &self.claims_to_headers {
             headers.remove(header);
         }
-    }
-
-    /// Checks the bearer token when auth is required. `Ok(None)` when it is not required.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Identity>, GatewayError> {
-        self.authenticate_token(header_token(headers))
-    }
-
-    /// For WebSocket upgrades, which browsers cannot give an `Authorization` header: the
-    /// bearer token may also come from the `access_token` query parameter or, when
-    /// configured, a cookie. The header wins when present.
-    pub fn authenticate_upgrade(
-        &self,
-        headers: &HeaderMap,
-        query: Option<&str>,
-        cookie: Option<&str>,
-    ) -> Result<Option<Identity>, GatewayError> {
-        let token = header_token(headers)
-            .or_else(|| query_param(query?, ACCESS_TOKEN_PARAM))
-            .or_else(|| cookie_value(headers, cookie?));
-        self.authenticate_token(token)
-    }
-
-    fn authenticate_token(&self, token: Option<&str>) -> Result<Option<Identity>, GatewayError> {
-        if !self.required {
-            return Ok(None);
+        if !self.api_keys.is_empty() {
+            headers.remove(&self.api_key_header);
         }
-        let unauthorized = |m: &'static str| GatewayError::client(ErrorKind::Unauthorized, m);
-        let token = token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("a bearer token is required"))?;
-        if has_critical_extensions(token) {
-            return Err(unauthorized("the token has critical header extensions"));
+        if access.strip_authorization {
+            headers.remove(http::header::AUTHORIZATION);
         }
-        let key = self
-            .key
-            .as_ref()
-            .ok_or_else(|| unauthorized("no key is configured to verify tokens"))?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind as Jwt;
-                match e.kind() {
-                    Jwt::ExpiredSignature => unauthorized("the token has expired"),
-                    Jwt::ImmatureSignature => unauthorized("the token is not valid yet"),
-                    Jwt::InvalidSignature => unauthorized("the token signature is invalid"),
-                    Jwt::InvalidAlgorithm => unauthorized("the token algorithm is not accepted"),
-                    _ => unauthorized("the token is invalid"),
-                }
-            })?;
-        Ok(Some(Identity(data.claims)))
     }
 
-    /// Copies the configured claims to upstream headers.
+    /// Copies the identity's configured claims to upstream headers.
     pub fn apply(&self, identity: &Identity, headers: &mut HeaderMap) {
-        for (claim, header) in &self.claims_to_headers {
-            let value = identity.0.get(claim).or_else(|| {
-                // The seeds' second gateway (Aegis) put the user in `userId`.
-                (claim == "sub").then(|| identity.0.get("userId")).flatten()
-            });
-            let text = match value {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::Bool(b)) => b.to_string(),
-                _ => continue,
-            };
-            if let Ok(value) = HeaderValue::from_str(&text) {
-                headers.insert(header.clone(), value);
-            }
+        identity.apply(&self.claims_to_headers, headers);
+    }
+
+    /// Starts the JWKS refreshers, until `stop`.
+    pub fn spawn_refreshers(&self, stop: &CancellationToken) {
+        for store in &self.jwt.issuers {
+            store.spawn_refresher(stop.clone());
         }
     }
-}
 
-/// The query parameter that may carry a token on WebSocket upgrades (removed before the
-/// request goes upstream).
-pub const ACCESS_TOKEN_PARAM: &str = "access_token";
-
-fn header_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
+    /// For `/admin/stats`: each issuer's keys and JWKS fetches.
+    pub fn stats(&self) -> serde_json::Value {
+        let issuers: Vec<_> = self
+            .jwt
+            .issuers
+            .iter()
+            .map(|store| {
+                let s = store.stats();
+                json!({
+                    "issuer": s.issuer,
+                    "staticKeys": s.static_keys,
+                    "jwksKeys": s.jwks_keys,
+                    "jwksFetches": s.fetches,
+                    "jwksFailures": s.failures,
+                })
+            })
+            .collect();
+        json!({ "issuers": issuers })
+    }
 }
 
 /// The raw value of `name` in a query string (tokens are base64url: no decoding needed).
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
+}
+
+/// `query` without any `name=…` parameter; `None` when nothing is left.
+pub fn without_query_param(query: Option<&str>, name: &str) -> Option<String> {
+    let kept: Vec<&str> = query?
+        .split('&')
+        .filter(|pair| pair.split('=').next() != Some(name))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -160,20 +258,6 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// RFC 7515 §4.1.11: a `crit` header names extensions the recipient must understand. sluice
-/// understands none, so any `crit` means reject.
-fn has_critical_extensions(token: &str) -> bool {
-    use base64::Engine;
-    let Some(header) = token.split('.').next() else {
-        return false;
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
-        .is_some_and(|header| header.contains_key("crit"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,14 +273,12 @@ mod tests {
     }
 
     #[test]
-    fn crit_headers_are_detected() {
-        // {"alg":"HS256","crit":["exp"]}
-        assert!(has_critical_extensions(
-            "eyJhbGciOiJIUzI1NiIsImNyaXQiOlsiZXhwIl19.e30.sig"
-        ));
-        // {"alg":"HS256","typ":"JWT"}
-        assert!(!has_critical_extensions(
-            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.sig"
-        ));
+    fn a_query_parameter_is_removed_whole() {
+        let strip = |q| without_query_param(Some(q), "access_token");
+        assert_eq!(strip("a=1&access_token=x&b=2"), Some("a=1&b=2".to_owned()));
+        assert_eq!(strip("access_token=x"), None);
+        assert_eq!(strip("access_token"), None);
+        assert_eq!(strip("access_tokenx=1"), Some("access_tokenx=1".to_owned()));
+        assert_eq!(without_query_param(None, "access_token"), None);
     }
 }

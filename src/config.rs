@@ -11,6 +11,7 @@
 //! the first problem: it collects every error with the env var name or TOML path it came from,
 //! so `sluice check` can list them all. Nothing here panics; nothing here opens a socket.
 
+mod access;
 mod env;
 pub mod raw;
 pub mod units;
@@ -29,6 +30,7 @@ use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use regex::Regex;
 
+pub use access::*;
 pub use env::{Env, KNOWN_VARS};
 
 /// The validated configuration. Built by [`Config::load`] or [`Config::from_sources`].
@@ -107,16 +109,6 @@ pub struct LogConfig {
     pub level: LogLevel,
     /// One JSON line per request. Default is on.
     pub access_log: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    /// `AUTH_REQUIRED`. Default is true in production, false otherwise.
-    pub required: bool,
-    /// `JWT_SECRET`: HS256 secret, at least 32 characters. Default is none.
-    pub jwt_secret: Option<String>,
-    /// Verified claims copied to upstream request headers. Default is `sub` → `x-user-id`.
-    pub claims_to_headers: Vec<(String, HeaderName)>,
 }
 
 /// Validated now; enforced by the rate-limit work (issue #6).
@@ -316,6 +308,8 @@ pub struct RouteConfig {
     pub preserve_host: Option<bool>,
     /// Overrides `[sse] heartbeat` for event streams on this route.
     pub heartbeat: Option<Duration>,
+    /// Who may use the route: auth mode, required claims, CORS, IP lists.
+    pub access: RouteAccess,
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod demo;
 pub mod error;
 pub mod observe;
@@ -99,6 +100,7 @@ impl Gateway {
         for service in self.runtime.load().services.values() {
             upstream::health::spawn(service.clone(), token.clone());
         }
+        self.runtime.load().auth.spawn_refreshers(&token);
         let tls = self.config.tls.as_ref().map(|t| t.server_config.clone());
         let public = server::serve(
             self.listener,

@@ -22,20 +22,22 @@ pub mod client;
 pub mod headers;
 pub(crate) mod idle;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::header::{HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Request, Response, Version};
+use http::uri::Authority;
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::auth::{without_query_param, TokenSources, ACCESS_TOKEN_PARAM};
 use crate::config::HeaderOps;
 use crate::error::{ErrorKind, GatewayError};
 use crate::observe::{Exchange, ExchangeStart};
 use crate::realtime::{sse, ws};
-use crate::router::normalize_path;
+use crate::router::{normalize_path, Routed};
 use crate::runtime::Runtime;
 use crate::server::{ConnActivity, Role, StreamHost};
 use body::{GatewayBody, UnsentBody};
@@ -77,7 +79,7 @@ impl ConnInfo {
 
 /// Answers one request on the public listener.
 pub async fn handle(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     rt: &Runtime,
     conn: &ConnInfo,
     role: Role,
@@ -102,15 +104,13 @@ pub async fn handle(
         in_flight: Some(conn.activity.begin(req.version() == Version::HTTP_2)),
     };
     let has_body = !req.body().is_end_stream();
-    if role == Role::Admin || !rt.admin_separate {
-        let answered = crate::admin::handle(req.method(), req.uri().path(), req.headers(), rt);
-        if let Some(answer) = answered {
-            let exchange = Exchange::new(start, Some(Arc::from("admin")), None);
-            return match answer {
-                Ok(response) => finish(response, exchange),
-                Err(error) => refuse(error, exchange, has_body),
-            };
-        }
+    let serves_admin = role == Role::Admin || !rt.admin_separate;
+    if serves_admin && crate::admin::is_admin_path(req.uri().path()) {
+        let exchange = Exchange::new(start, Some(Arc::from("admin")), None);
+        return match crate::admin::handle(req, rt, conn.tls).await {
+            Ok(response) => finish(response, exchange),
+            Err(error) => refuse(error, exchange, has_body),
+        };
     }
     if role == Role::Admin {
         let error = GatewayError::client(
@@ -152,12 +152,79 @@ pub async fn handle(
         Ok(routed) => routed,
         Err(error) => return refuse(error, Exchange::new(start, None, None), has_body),
     };
-    let policy = routed.policy;
+    let policy = routed.policy.clone();
     let exchange = Exchange::new(
         start,
         Some(policy.label.clone()),
         Some(policy.service.name.clone()),
     );
+    let admission = Admission {
+        routed,
+        request_uri: &request_uri,
+        client_ip,
+        peer_trusted,
+        authority,
+        has_body,
+    };
+    let Some(cors) = &policy.access.cors else {
+        return serve_route(req, rt, conn, admission, exchange).await;
+    };
+    // CORS: the gateway answers preflights itself, and owns the CORS headers of every other
+    // answer on the route, its own errors included (so scripts can read a 401 or 429).
+    let origin = crate::cors::allowed_origin(cors, req.headers());
+    if crate::cors::is_preflight(req.method(), req.headers()) && admission.ip_admitted() {
+        return match crate::cors::preflight(cors, req.headers()) {
+            Ok(response) => finish(response, exchange),
+            Err(error) => refuse(error, exchange, has_body),
+        };
+    }
+    let mut response = serve_route(req, rt, conn, admission, exchange).await;
+    crate::cors::decorate(cors, origin, response.headers_mut());
+    response
+}
+
+/// What was settled about a request before its route's own rules apply.
+struct Admission<'a> {
+    routed: Routed<'a>,
+    request_uri: &'a Uri,
+    client_ip: IpAddr,
+    peer_trusted: bool,
+    authority: Option<Authority>,
+    has_body: bool,
+}
+
+impl Admission<'_> {
+    fn ip_admitted(&self) -> bool {
+        self.routed.policy.access.admits(self.client_ip)
+    }
+}
+
+/// A routed request: the route's access rules (IP lists, methods, auth), then the upstream.
+async fn serve_route(
+    mut req: Request<Incoming>,
+    rt: &Runtime,
+    conn: &ConnInfo,
+    admission: Admission<'_>,
+    exchange: Arc<Exchange>,
+) -> Response<GatewayBody> {
+    let has_body = admission.has_body;
+    if !admission.ip_admitted() {
+        let error = GatewayError::client(
+            ErrorKind::Forbidden,
+            "this client address may not use this route",
+        );
+        return refuse(error, exchange, has_body);
+    }
+    let Admission {
+        routed,
+        request_uri,
+        client_ip,
+        peer_trusted,
+        authority,
+        ..
+    } = admission;
+    let policy = &routed.policy;
+    let access = &policy.access;
     if !policy.allows(req.method()) {
         let error = GatewayError::client(
             ErrorKind::MethodNotAllowed,
@@ -174,14 +241,15 @@ pub async fn handle(
         );
         return refuse(error, exchange, has_body);
     }
-    let authenticated = if upgrade {
-        let cookie = rt.config.websocket.token_cookie.as_deref();
-        rt.auth
-            .authenticate_upgrade(req.headers(), request_uri.query(), cookie)
-    } else {
-        rt.auth.authenticate(req.headers())
+    // Browsers cannot give a WebSocket an Authorization header: upgrades may always bring
+    // the token in the query, or in the `[websocket] token_cookie`.
+    let token_query = access.token_query || upgrade;
+    let upgrade_cookie = rt.config.websocket.token_cookie.as_deref().filter(|_| upgrade);
+    let sources = TokenSources {
+        query: request_uri.query().filter(|_| token_query),
+        cookie: access.token_cookie.as_deref().or(upgrade_cookie),
     };
-    let identity = match authenticated {
+    let identity = match rt.auth.authenticate(access, req.headers(), sources).await {
         Ok(identity) => identity,
         Err(error) => return refuse(error, exchange, has_body),
     };
@@ -216,7 +284,7 @@ pub async fn handle(
     // Route edits first: the headers the gateway owns (identity, forwarding, request id,
     // trace) are set after them, so no route can remove or forge those.
     apply_header_ops(&mut upstream_headers, &policy.request_headers);
-    rt.auth.strip_identity_headers(&mut upstream_headers);
+    rt.auth.strip_credentials(&mut upstream_headers, access);
     if let Some(identity) = &identity {
         rt.auth.apply(identity, &mut upstream_headers);
     }
@@ -248,7 +316,7 @@ pub async fn handle(
         } else {
             Ok((
                 routed.forward_path.into_owned(),
-                ws::strip_access_token(request_uri.query()),
+                without_query_param(request_uri.query(), ACCESS_TOKEN_PARAM),
             ))
         };
         let (path, query) = match target {
@@ -289,12 +357,21 @@ pub async fn handle(
         // without it hyper would send a GET or HEAD with no body at all.
         upstream_headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
+    // A token that came in the query goes no further than the gateway.
+    let stripped_query = (token_query
+        && request_uri
+            .query()
+            .is_some_and(|q| q.contains(ACCESS_TOKEN_PARAM)))
+    .then(|| without_query_param(request_uri.query(), ACCESS_TOKEN_PARAM));
     let outgoing = Outgoing {
         method: parts.method,
         headers: upstream_headers,
         body: (!incoming.is_end_stream()).then(|| UnsentBody::new(incoming)),
         forward_path: &routed.forward_path,
-        query: request_uri.query(),
+        query: match &stripped_query {
+            Some(stripped) => stripped.as_deref(),
+            None => request_uri.query(),
+        },
         hash_key,
         response_timeout: policy.response_timeout,
         idle_timeout: policy.idle_timeout,
@@ -308,7 +385,6 @@ pub async fn handle(
             return refuse(error, exchange, unread_body);
         }
     };
-    drop(path);
 
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // We never asked for an upgrade (Upgrade is hop-by-hop), so this upstream is broken.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::config::{HeaderOps, MatchKind, Rewrite, RouteConfig, SseConfig};
+use crate::config::{HeaderOps, MatchKind, Rewrite, RouteAccess, RouteConfig, SseConfig};
 use crate::error::{ErrorKind, GatewayError};
 use crate::upstream::Service;
 
@@ -52,6 +52,8 @@ pub struct RoutePolicy {
     /// `/ws/<service>`: the upstream path comes from the `path` query parameter, and only
     /// WebSocket upgrades are taken.
     pub websocket_only: bool,
+    /// Auth mode, required claims, token sources, CORS, IP lists.
+    pub access: RouteAccess,
 }
 
 pub struct Router {
@@ -113,6 +115,7 @@ impl Router {
                 preserve_host: route.preserve_host.unwrap_or(service.preserve_host),
                 heartbeat: route.heartbeat.or(sse.heartbeat),
                 websocket_only: false,
+                access: route.access.clone(),
             };
             config_routes
                 .entry(route.path.clone())
@@ -161,6 +164,11 @@ impl Router {
                 preserve_host: service.preserve_host,
                 heartbeat: sse.heartbeat,
                 websocket_only: prefix == "/ws",
+                // Browsers' EventSource and WebSocket cannot send Authorization.
+                access: RouteAccess {
+                    token_query: prefix != "/api",
+                    ..RouteAccess::default()
+                },
             };
             (name.to_owned(), Arc::new(policy))
         };

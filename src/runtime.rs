@@ -43,7 +43,7 @@ impl Runtime {
         Ok(Runtime {
             router,
             services,
-            auth: Auth::new(&config.auth),
+            auth: Auth::new(&config.auth)?,
             access_log: config.log.access_log && config.log.level.as_filter() != "off",
             max_request_body: config.server.max_request_body,
             max_header_bytes: config.server.max_header_bytes,

@@ -43,6 +43,7 @@ pub fn admin_stats(rt: &Runtime) -> Value {
             "sse": in_flight(StreamKind::Sse),
             "ws": in_flight(StreamKind::WebSocket),
         },
+        "auth": rt.auth.stats(),
     })
 }
 

@@ -65,6 +65,43 @@ pub struct RawAuth {
     pub required: Option<bool>,
     pub jwt_secret: Option<String>,
     pub claims_to_headers: Option<BTreeMap<String, String>>,
+    pub leeway: Option<RawDuration>,
+    pub protect_admin: Option<bool>,
+    pub api_key_header: Option<String>,
+    pub issuers: Option<Vec<RawIssuer>>,
+    pub api_keys: Option<Vec<RawApiKey>>,
+}
+
+/// `[[auth.issuers]]`: an identity provider whose tokens are signed with asymmetric keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub issuer: String,
+    pub audiences: Option<Vec<String>>,
+    pub algorithms: Option<Vec<String>>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Option<RawDuration>,
+    pub jwks_min_interval: Option<RawDuration>,
+    pub keys: Option<Vec<RawStaticKey>>,
+}
+
+/// One static public key of an issuer: `{ kid = "…", algorithm = "RS256", pem_file = "…" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaticKey {
+    pub kid: Option<String>,
+    pub algorithm: String,
+    pub pem: Option<String>,
+    pub pem_file: Option<String>,
+}
+
+/// `[[auth.api_keys]]`: a key known only by its SHA-256 hash.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    pub id: String,
+    pub sha256: String,
+    pub scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +246,34 @@ pub struct RawRoute {
     pub idle_timeout: Option<RawDuration>,
     pub preserve_host: Option<bool>,
     pub heartbeat: Option<RawDuration>,
+    pub auth: Option<RawAuthMode>,
+    pub require_claims: Option<BTreeMap<String, String>>,
+    pub require_scopes: Option<Vec<String>>,
+    pub strip_authorization: Option<bool>,
+    pub token_query: Option<bool>,
+    pub token_cookie: Option<String>,
+    pub cors: Option<RawCors>,
+    pub allow_ips: Option<Vec<String>>,
+    pub deny_ips: Option<Vec<String>>,
+}
+
+/// A route's `auth = true | false | "optional"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "true, false or \"optional\"")]
+pub enum RawAuthMode {
+    Flag(bool),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Option<Vec<String>>,
+    pub allow_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub allow_credentials: Option<bool>,
+    pub max_age: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
 use ipnet::IpNet;
 
 use super::raw::{RawConfig, RawTls};
@@ -15,6 +14,7 @@ use super::units::{parse_bool, parse_millis, parse_size, RawDuration, RawSize};
 use super::values::*;
 use super::*;
 
+mod access;
 mod pools;
 mod routes;
 mod services;
@@ -79,7 +79,7 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
         ),
         access_log: raw.log.access_log.unwrap_or(true),
     };
-    let auth = auth(&mut errors, &raw, env, server.env);
+    let auth = access::auth(&mut errors, &raw, env, server.env);
     let rate_limit = RateLimitConfig {
         max: errors.layered(
             env,
@@ -249,7 +249,11 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             let service = route.as_ref().and_then(|r| r.service.as_ref());
             !service.is_some_and(|s| raw.unreadable_services.contains(s))
         })
-        .filter_map(|(i, raw_route)| route(&mut errors, i, raw_route.as_ref()?, &services))
+        .filter_map(|(i, raw_route)| {
+            let route = route(&mut errors, i, raw_route.as_ref()?, &services)?;
+            access::check_route_verifiable(&mut errors, i, &route.access, &auth);
+            Some(route)
+        })
         .collect();
     check_duplicate_routes(&mut errors, &raw.routes);
 
@@ -411,63 +415,6 @@ fn server(errors: &mut Errors, raw: &RawConfig, env: &Env) -> ServerConfig {
     }
 }
 
-fn auth(errors: &mut Errors, raw: &RawConfig, env: &Env, environment: Environment) -> AuthConfig {
-    let required = errors.layered(
-        env,
-        "AUTH_REQUIRED",
-        parse_bool,
-        "auth.required",
-        raw.auth.required,
-        Ok,
-        environment == Environment::Production,
-    );
-    let (secret_key, jwt_secret) = match env.get("JWT_SECRET") {
-        Some(secret) => ("JWT_SECRET", Some(secret.to_owned())),
-        None => ("auth.jwt_secret", raw.auth.jwt_secret.clone()),
-    };
-    if let Some(secret) = &jwt_secret {
-        let length = secret.chars().count();
-        if length < 32 {
-            errors.push(
-                secret_key,
-                format!("must be at least 32 characters, got {length}"),
-            );
-        }
-    }
-    if required && jwt_secret.is_none() {
-        let key = if env.get("AUTH_REQUIRED").is_some() {
-            "AUTH_REQUIRED"
-        } else if raw.auth.required.is_some() {
-            "auth.required"
-        } else {
-            "NODE_ENV"
-        };
-        errors.push(
-            key,
-            "authentication is required but no JWT_SECRET (auth.jwt_secret) is configured",
-        );
-    }
-    let claims_to_headers = match &raw.auth.claims_to_headers {
-        None => vec![("sub".to_owned(), HeaderName::from_static("x-user-id"))],
-        Some(map) => map
-            .iter()
-            .filter_map(|(claim, header)| {
-                errors
-                    .check(
-                        &format!("auth.claims_to_headers.{claim}"),
-                        parse_header_name(header),
-                    )
-                    .map(|name| (claim.clone(), name))
-            })
-            .collect(),
-    };
-    AuthConfig {
-        required,
-        jwt_secret,
-        claims_to_headers,
-    }
-}
-
 fn redis_url(errors: &mut Errors, env: &Env, file: Option<&str>) -> Option<String> {
     let (key, url) = match (env.get("REDIS_URL"), file) {
         (Some(url), _) => ("REDIS_URL", url),
@@ -524,7 +471,7 @@ fn load_tls(errors: &mut Errors, raw: &RawTls) -> Option<TlsConfig> {
     })
 }
 
-fn parse_cidrs(errors: &mut Errors, path: &str, items: &[&str]) -> Vec<IpNet> {
+pub(super) fn parse_cidrs(errors: &mut Errors, path: &str, items: &[&str]) -> Vec<IpNet> {
     items
         .iter()
         .filter(|item| !item.is_empty())

@@ -95,6 +95,7 @@ pub(super) fn route(
         .host
         .as_deref()
         .and_then(|h| errors.check(&at("host"), parse_route_host(h)));
+    let access = super::access::route_access(errors, index, raw, methods.as_deref());
     if errors.0.len() > before {
         return None;
     }
@@ -112,6 +113,7 @@ pub(super) fn route(
         idle_timeout,
         preserve_host: raw.preserve_host,
         heartbeat,
+        access,
     })
 }
 
