@@ -113,7 +113,9 @@ impl Auth {
         };
         match self.credential(headers, sources) {
             Some(credential) => self.verify(credential).await.map(drop),
-            None => Err(unauthorized("the admin endpoints need a bearer token or API key")),
+            None => Err(unauthorized(
+                "the admin endpoints need a bearer token or API key",
+            )),
         }
     }
 

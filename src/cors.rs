@@ -5,12 +5,12 @@
 //! cache never serves one origin's answer to another. A disallowed origin gets no CORS
 //! headers (the browser then blocks the response); a disallowed preflight gets 403.
 
+use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
     ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::config::{AllowedHeaders, CorsConfig, OriginRule};
@@ -81,14 +81,19 @@ pub fn preflight(
             .iter()
             .find(|h| !allowed.iter().any(|a| a.as_str() == h.as_str()))
         {
-            return Err(forbidden(format!("CORS: the {refused} header is not allowed")));
+            return Err(forbidden(format!(
+                "CORS: the {refused} header is not allowed"
+            )));
         }
     }
     let mut response = Response::new(GatewayBody::full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let out = response.headers_mut();
     set_origin(cors, origin, out);
-    out.insert(ACCESS_CONTROL_ALLOW_METHODS, list(cors.methods.iter().map(Method::as_str)));
+    out.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        list(cors.methods.iter().map(Method::as_str)),
+    );
     let allow_headers = match &cors.headers {
         AllowedHeaders::Any => HeaderValue::from_static("*"),
         AllowedHeaders::List(names) => list(names.iter().map(|n| n.as_str())),
@@ -100,7 +105,9 @@ pub fn preflight(
     );
     out.insert(
         VARY,
-        HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
+        HeaderValue::from_static(
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        ),
     );
     Ok(response)
 }

@@ -244,7 +244,12 @@ async fn serve_route(
     // Browsers cannot give a WebSocket an Authorization header: upgrades may always bring
     // the token in the query, or in the `[websocket] token_cookie`.
     let token_query = access.token_query || upgrade;
-    let upgrade_cookie = rt.config.websocket.token_cookie.as_deref().filter(|_| upgrade);
+    let upgrade_cookie = rt
+        .config
+        .websocket
+        .token_cookie
+        .as_deref()
+        .filter(|_| upgrade);
     let sources = TokenSources {
         query: request_uri.query().filter(|_| token_query),
         cookie: access.token_cookie.as_deref().or(upgrade_cookie),

@@ -6,10 +6,12 @@
 
 mod support;
 
+mod access;
 mod auth;
 mod cli;
 mod forwarding;
 mod framing;
+mod jwt;
 mod limits;
 mod pools;
 mod routing;

@@ -25,7 +25,9 @@ impl Identity {
     pub fn satisfies(&self, access: &RouteAccess) -> Result<(), String> {
         for (claim, wanted) in &access.require_claims {
             let holds = match self.0.get(claim) {
-                Some(Value::Array(items)) => items.iter().any(|v| text(v).as_deref() == Some(wanted)),
+                Some(Value::Array(items)) => {
+                    items.iter().any(|v| text(v).as_deref() == Some(wanted))
+                }
                 Some(value) => text(value).as_deref() == Some(wanted),
                 None => false,
             };
@@ -43,11 +45,13 @@ impl Identity {
 
     /// OAuth's `scope` (space-separated, RFC 8693 §4.2) or the common `scp` (array or string).
     fn has_scope(&self, scope: &str) -> bool {
-        ["scope", "scp"].iter().any(|claim| match self.0.get(*claim) {
-            Some(Value::String(s)) => s.split(' ').any(|s| s == scope),
-            Some(Value::Array(items)) => items.iter().any(|v| v.as_str() == Some(scope)),
-            _ => false,
-        })
+        ["scope", "scp"]
+            .iter()
+            .any(|claim| match self.0.get(*claim) {
+                Some(Value::String(s)) => s.split(' ').any(|s| s == scope),
+                Some(Value::Array(items)) => items.iter().any(|v| v.as_str() == Some(scope)),
+                _ => false,
+            })
     }
 
     /// Copies the configured claims to upstream headers. `sub` falls back to Aegis's

@@ -181,7 +181,11 @@ impl KeyStore {
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
-        let response = jwks.client.request(request).await.map_err(|e| e.to_string())?;
+        let response = jwks
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         if response.status() != StatusCode::OK {
             return Err(format!("status {}", response.status()));
         }

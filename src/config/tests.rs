@@ -520,3 +520,5 @@ fn a_service_breaker_overrides_the_defaults_key_by_key() {
     assert_eq!(b.balancer, BalancerKind::P2cEwma);
     assert_eq!(b.max_retries, 2);
 }
+
+mod access;

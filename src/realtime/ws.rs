@@ -39,8 +39,7 @@ mod handshake;
 
 pub use bridge::run;
 pub use handshake::{
-    check_client_handshake, connect_upstream, is_upgrade, switching_protocols,
-    target_from_query,
+    check_client_handshake, connect_upstream, is_upgrade, switching_protocols, target_from_query,
 };
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;

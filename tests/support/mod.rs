@@ -1,6 +1,8 @@
 //! Test support: fake upstreams on loopback that record what reached them, the gateway
 //! started in-process on port 0, and a raw-socket client for inputs no polite client sends.
 
+pub mod idp;
+pub mod keys;
 pub mod raw;
 pub mod upstream;
 
@@ -123,7 +125,6 @@ pub async fn error_body(response: reqwest::Response, code: &str) -> serde_json::
     body
 }
 
-/// A loopback port with nothing listening on it (bound, then released).
 /// `GET /admin/stats` as JSON.
 pub async fn admin_stats(gw: &TestGateway) -> serde_json::Value {
     client()
@@ -136,6 +137,7 @@ pub async fn admin_stats(gw: &TestGateway) -> serde_json::Value {
         .unwrap()
 }
 
+/// A loopback port with nothing listening on it (bound, then released).
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()

@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::{HeaderName, Method, Uri};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
-use super::super::units::{parse_bool, RawDuration};
 use super::super::raw::{RawAuthMode, RawConfig, RawCors, RawIssuer, RawRoute};
+use super::super::units::{parse_bool, RawDuration};
 use super::super::values::*;
 use super::super::*;
 use super::{parse_cidrs, Errors};
@@ -215,7 +215,12 @@ fn issuer(errors: &mut Errors, at: &str, raw: &RawIssuer) -> Option<IssuerConfig
         };
         Some(JwksConfig {
             url,
-            refresh: duration(errors, "jwks_refresh", &raw.jwks_refresh, Duration::from_secs(600)),
+            refresh: duration(
+                errors,
+                "jwks_refresh",
+                &raw.jwks_refresh,
+                Duration::from_secs(600),
+            ),
             min_interval: duration(
                 errors,
                 "jwks_min_interval",
@@ -249,12 +254,12 @@ fn asymmetric_algorithm(name: &str) -> Result<Algorithm, String> {
 }
 
 fn parse_jwks_url(text: &str) -> Result<Uri, String> {
-    let uri: Uri = text
-        .parse()
-        .map_err(|_| format!("not a URL: {text:?}"))?;
+    let uri: Uri = text.parse().map_err(|_| format!("not a URL: {text:?}"))?;
     let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
     if !scheme_ok || uri.host().is_none_or(str::is_empty) {
-        return Err(format!("expected an http or https URL with a host, got {text:?}"));
+        return Err(format!(
+            "expected an http or https URL with a host, got {text:?}"
+        ));
     }
     Ok(uri)
 }
@@ -295,8 +300,7 @@ fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     let valid = text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
     if !valid {
         return Err(
-            "expected 64 hex digits (the key's SHA-256: printf %s \"$KEY\" | sha256sum)"
-                .to_owned(),
+            "expected 64 hex digits (the key's SHA-256: printf %s \"$KEY\" | sha256sum)".to_owned(),
         );
     }
     for (i, byte) in out.iter_mut().enumerate() {
@@ -411,7 +415,10 @@ fn cors(
 ) -> Option<CorsConfig> {
     let before = errors.0.len();
     if raw.allow_origins.is_empty() {
-        errors.push(format!("{at}.allow_origins"), "must name at least one origin");
+        errors.push(
+            format!("{at}.allow_origins"),
+            "must name at least one origin",
+        );
     }
     let origins: Vec<OriginRule> = raw
         .allow_origins
