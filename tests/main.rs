@@ -7,6 +7,7 @@
 mod support;
 
 mod access;
+mod admin;
 mod auth;
 mod cli;
 mod forwarding;

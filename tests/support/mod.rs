@@ -1,6 +1,7 @@
 //! Test support: fake upstreams on loopback that record what reached them, the gateway
 //! started in-process on port 0, and a raw-socket client for inputs no polite client sends.
 
+pub mod browser;
 pub mod idp;
 pub mod keys;
 pub mod raw;
