@@ -195,7 +195,9 @@ struct Admission<'a> {
 
 impl Admission<'_> {
     fn ip_admitted(&self) -> bool {
-        self.routed.policy.access.admits(self.client_ip)
+        // `::ffff:10.0.0.1` from a dual-stack listener is matched as 10.0.0.1.
+        let client = headers::canonical(self.client_ip);
+        self.routed.policy.access.admits(client)
     }
 }
 
