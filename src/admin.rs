@@ -42,7 +42,7 @@ pub fn is_admin_path(path: &str) -> bool {
 pub async fn handle(
     req: Request<Incoming>,
     runtime: &Runtime,
-    tls: bool,
+    https: bool,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let path = req.uri().path().to_owned();
     let allowed = match path.as_str() {
@@ -59,9 +59,9 @@ pub async fn handle(
     }
     if req.method() == Method::POST {
         return Ok(if path == "/admin/login" {
-            login::submit(req, runtime, tls).await
+            login::submit(req, runtime, https).await
         } else {
-            login::logout(tls)
+            login::logout(&req, https)
         });
     }
     let protected = matches!(path.as_str(), "/admin" | "/admin/stats" | "/gateway/stats");

@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthConfig, AuthMode, RouteAccess};
 use crate::error::{ErrorKind, GatewayError};
+use crate::proxy::headers::cookie_value;
 use api_keys::ApiKeys;
 pub use identity::Identity;
 use jwt::JwtVerifier;
-pub use jwt::MAX_TOKEN_BYTES;
+pub use jwt::{plausible_kid, MAX_TOKEN_BYTES};
 
 /// The query parameter that may carry a token (removed before the request goes upstream).
 pub const ACCESS_TOKEN_PARAM: &str = "access_token";
@@ -41,6 +42,7 @@ pub struct Auth {
     api_key_header: HeaderName,
     claims_to_headers: Vec<(String, HeaderName)>,
     protect_admin: bool,
+    admin_access: RouteAccess,
 }
 
 /// Where, besides `Authorization` and the API key header, a request's token may be.
@@ -74,6 +76,7 @@ impl Auth {
             api_key_header: config.api_key_header.clone(),
             claims_to_headers: config.claims_to_headers.clone(),
             protect_admin: config.protect_admin,
+            admin_access: config.admin_access.clone(),
         })
     }
 
@@ -90,7 +93,7 @@ impl Auth {
         if mode == AuthMode::Off && !demands {
             return Ok(None);
         }
-        let identity = match self.credential(headers, sources) {
+        let identity = match self.credential(headers, sources)? {
             Some(credential) => self.verify(credential).await?,
             None if mode == AuthMode::Optional && !demands => return Ok(None),
             None => return Err(unauthorized("a bearer token or API key is required")),
@@ -101,22 +104,26 @@ impl Auth {
         Ok(Some(identity))
     }
 
-    /// The ops endpoints' rule: when admin protection is on, a token (header or the login
-    /// cookie) or an API key is needed.
+    /// The ops endpoints' rule: when admin protection is on, a token or API key is needed
+    /// (in a header, or in the login cookie), carrying `admin_require_claims`/`_scopes`.
     pub async fn authenticate_admin(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
         if !self.protect_admin {
             return Ok(());
         }
-        let sources = TokenSources {
-            query: None,
-            cookie: Some(ADMIN_COOKIE),
+        let identity = match self.credential(headers, TokenSources::default())? {
+            Some(credential) => self.verify(credential).await?,
+            None => match cookie_value(headers, ADMIN_COOKIE) {
+                Some(presented) => self.verify_presented(presented).await?,
+                None => {
+                    return Err(unauthorized(
+                        "the admin endpoints need a bearer token or API key",
+                    ))
+                }
+            },
         };
-        match self.credential(headers, sources) {
-            Some(credential) => self.verify(credential).await.map(drop),
-            None => Err(unauthorized(
-                "the admin endpoints need a bearer token or API key",
-            )),
-        }
+        identity
+            .satisfies(&self.admin_access)
+            .map_err(|m| GatewayError::client(ErrorKind::Forbidden, m))
     }
 
     pub fn protects_admin(&self) -> bool {
@@ -135,12 +142,20 @@ impl Auth {
 
     async fn verify(&self, credential: Credential<'_>) -> Result<Identity, GatewayError> {
         match credential {
-            Credential::Token(token) => self
-                .jwt
-                .verify(token)
-                .await
-                .map(Identity::from_claims)
-                .map_err(unauthorized),
+            Credential::Token(token) => {
+                let identity = self
+                    .jwt
+                    .verify(token)
+                    .await
+                    .map(Identity::from_claims)
+                    .map_err(unauthorized)?;
+                // An identity that cannot be forwarded would pass as anonymous upstream.
+                identity
+                    .check_forwardable(&self.claims_to_headers)
+                    .map_err(unauthorized)?;
+                Ok(identity)
+            }
+            Credential::ApiKey([]) => Err(unauthorized("the API key is empty")),
             Credential::ApiKey(key) => self
                 .api_keys
                 .find(key)
@@ -155,34 +170,66 @@ impl Auth {
         &self,
         headers: &'a HeaderMap,
         sources: TokenSources<'a>,
-    ) -> Option<Credential<'a>> {
-        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+    ) -> Result<Option<Credential<'a>>, GatewayError> {
+        let mut authorization = headers.get_all(http::header::AUTHORIZATION).iter();
+        if let Some(value) = authorization.next() {
+            // Two would leave the upstream to pick one: which one we checked is not its call.
+            if authorization.next().is_some() {
+                return Err(unauthorized("more than one Authorization header"));
+            }
             // A present but unusable Authorization (another scheme, not text) is an empty
             // bearer token: refused, never skipped in favour of a weaker source.
             let token = value.to_str().ok().and_then(bearer_token).unwrap_or("");
-            return Some(Credential::Token(token));
+            return Ok(Some(Credential::Token(token)));
         }
         let token = sources
             .query
             .and_then(|q| query_param(q, ACCESS_TOKEN_PARAM))
             .or_else(|| cookie_value(headers, sources.cookie?));
         if let Some(token) = token {
-            return Some(Credential::Token(token));
+            return Ok(Some(Credential::Token(token)));
         }
         if self.api_keys.is_empty() {
-            return None;
+            return Ok(None);
         }
-        headers
-            .get(&self.api_key_header)
-            .map(|key| Credential::ApiKey(key.as_bytes()))
+        let mut keys = headers.get_all(&self.api_key_header).iter();
+        let key = keys.next();
+        if keys.next().is_some() {
+            return Err(unauthorized("more than one API key header"));
+        }
+        Ok(key.map(|key| Credential::ApiKey(key.as_bytes())))
     }
 
     /// Removes what the client may not send upstream: the identity headers the gateway
-    /// fills, the API key, and `Authorization` where the route strips it.
+    /// fills (and `x-user-id`, which the seeds' upstreams trust, whatever the mapping), the
+    /// API key, `Authorization` where the route strips it, and credential cookies (the
+    /// route's token cookie, the admin login's).
     pub fn strip_credentials(&self, headers: &mut HeaderMap, access: &RouteAccess) {
+        headers.remove(X_USER_ID);
         for (_, header) in &self.claims_to_headers {
             headers.remove(header);
         }
+        // CGI-style servers (WSGI, PHP, …) read `x_user_id` as `x-user-id`: such look-alikes
+        // of the headers the gateway owns go too (nginx drops underscored names altogether).
+        let look_alikes: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().contains('_'))
+            .filter(|name| {
+                let dashed = name.as_str().replace('_', "-");
+                dashed == X_USER_ID.as_str()
+                    || dashed == self.api_key_header.as_str()
+                    || self
+                        .claims_to_headers
+                        .iter()
+                        .any(|(_, h)| h.as_str() == dashed)
+            })
+            .cloned()
+            .collect();
+        for name in look_alikes {
+            headers.remove(name);
+        }
+        let token_cookie = access.token_cookie.as_deref().unwrap_or(ADMIN_COOKIE);
+        remove_cookies(headers, &[ADMIN_COOKIE, token_cookie]);
         if !self.api_keys.is_empty() {
             headers.remove(&self.api_key_header);
         }
@@ -224,6 +271,34 @@ impl Auth {
     }
 }
 
+const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+
+/// Removes the named cookies from the `Cookie` headers, keeping the others in order.
+fn remove_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let named = |pair: &str| names.contains(&pair.split('=').next().unwrap_or_default().trim());
+    let cookies = headers.get_all(http::header::COOKIE);
+    let any = cookies
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(';').any(named));
+    if !any {
+        return;
+    }
+    let kept: Vec<String> = cookies
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter(|pair| !pair.trim().is_empty() && !named(pair))
+        .map(|pair| pair.trim().to_owned())
+        .collect();
+    headers.remove(http::header::COOKIE);
+    if let Ok(value) = http::HeaderValue::from_str(&kept.join("; ")) {
+        if !kept.is_empty() {
+            headers.insert(http::header::COOKIE, value);
+        }
+    }
+}
+
 /// The raw value of `name` in a query string (tokens are base64url: no decoding needed).
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
@@ -233,24 +308,21 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// `query` without any `name=…` parameter; `None` when nothing is left.
+/// `query` without any `name=…` parameter (also spelled with percent-escapes, as the
+/// upstream would decode it); `None` when nothing is left.
 pub fn without_query_param(query: Option<&str>, name: &str) -> Option<String> {
     let kept: Vec<&str> = query?
         .split('&')
-        .filter(|pair| pair.split('=').next() != Some(name))
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            let decoded: Vec<u8> = form_urlencoded::parse(key.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned().into_bytes())
+                .unwrap_or_default();
+            key != name && decoded != name.as_bytes()
+        })
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.trim_matches('"'))
 }
 
 /// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
@@ -281,6 +353,7 @@ mod tests {
         assert_eq!(strip("access_token=x"), None);
         assert_eq!(strip("access_token"), None);
         assert_eq!(strip("access_tokenx=1"), Some("access_tokenx=1".to_owned()));
+        assert_eq!(strip("access%5Ftoken=x&a=1"), Some("a=1".to_owned()));
         assert_eq!(without_query_param(None, "access_token"), None);
     }
 }

@@ -202,6 +202,9 @@ pub struct ServiceConfig {
     pub max_retries: u32,
     /// Requests one endpoint may have in flight; a full endpoint is skipped. Default is none.
     pub max_in_flight_per_endpoint: Option<u32>,
+    /// Serve `/api/<name>/*`, `/sse/<name>/*` and `/ws/<name>`. Default is none: open, unless
+    /// a config route to this service carries access rules the service routes would bypass.
+    pub service_routes: Option<bool>,
 }
 
 /// `balancer = "…"` of a service.

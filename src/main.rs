@@ -80,6 +80,10 @@ fn main() -> ExitCode {
                     Err(code) => return code,
                 },
             };
+            if secret.chars().count() < 32 {
+                eprintln!("sluice: --secret must be at least 32 characters (the gateway refuses shorter ones)");
+                return ExitCode::from(2);
+            }
             if let Some(bad) = claims.iter().find(|c| !c.contains('=')) {
                 eprintln!("sluice: --claim expects key=value, got {bad:?}");
                 return ExitCode::from(2);

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use http::header::{HOST, TRANSFER_ENCODING};
 use http::uri::Authority;
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -104,21 +104,6 @@ pub async fn handle(
         in_flight: Some(conn.activity.begin(req.version() == Version::HTTP_2)),
     };
     let has_body = !req.body().is_end_stream();
-    let serves_admin = role == Role::Admin || !rt.admin_separate;
-    if serves_admin && crate::admin::is_admin_path(req.uri().path()) {
-        let exchange = Exchange::new(start, Some(Arc::from("admin")), None);
-        return match crate::admin::handle(req, rt, conn.tls).await {
-            Ok(response) => finish(response, exchange),
-            Err(error) => refuse(error, exchange, has_body),
-        };
-    }
-    if role == Role::Admin {
-        let error = GatewayError::client(
-            ErrorKind::RouteNotFound,
-            "the admin listener serves only ops endpoints",
-        );
-        return refuse(error, Exchange::new(start, None, None), has_body);
-    }
     if conn.activity.take_ambiguous_framing() {
         let error = GatewayError::client(
             ErrorKind::BadRequest,
@@ -128,6 +113,28 @@ pub async fn handle(
         return refuse(error, Exchange::new(start, None, None), has_body);
     }
     if let Err(error) = check_framing(req.headers(), rt.max_header_bytes, &req) {
+        return refuse(error, Exchange::new(start, None, None), has_body);
+    }
+    let serves_admin = role == Role::Admin || !rt.admin_separate;
+    if serves_admin && crate::admin::is_admin_path(req.uri().path()) {
+        let exchange = Exchange::new(start, Some(Arc::from("admin")), None);
+        // The scheme the browser used: ours, or a TLS-terminating proxy's in front of us.
+        let https = conn.tls
+            || (peer_trusted
+                && req
+                    .headers()
+                    .get("x-forwarded-proto")
+                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")));
+        return match crate::admin::handle(req, rt, https).await {
+            Ok(response) => finish(response, exchange),
+            Err(error) => refuse(error, exchange, has_body),
+        };
+    }
+    if role == Role::Admin {
+        let error = GatewayError::client(
+            ErrorKind::RouteNotFound,
+            "the admin listener serves only ops endpoints",
+        );
         return refuse(error, Exchange::new(start, None, None), has_body);
     }
     let path = match normalize_path(request_uri.path()) {
@@ -175,7 +182,11 @@ pub async fn handle(
     if crate::cors::is_preflight(req.method(), req.headers()) && admission.ip_admitted() {
         return match crate::cors::preflight(cors, req.headers()) {
             Ok(response) => finish(response, exchange),
-            Err(error) => refuse(error, exchange, has_body),
+            Err(error) => {
+                let mut response = refuse(error, exchange, has_body);
+                crate::cors::decorate(cors, None, response.headers_mut());
+                response
+            }
         };
     }
     let mut response = serve_route(req, rt, conn, admission, exchange).await;
@@ -252,9 +263,18 @@ async fn serve_route(
         .token_cookie
         .as_deref()
         .filter(|_| upgrade);
+    // A cookie is sent by the browser whoever made the page: it counts only for reads and
+    // upgrades from this gateway's own origin or one the route's CORS allows (no CSRF, no
+    // cross-site WebSocket hijacking).
+    let cookie_allowed = (upgrade || matches!(*req.method(), Method::GET | Method::HEAD))
+        && same_or_allowed_origin(req.headers(), authority.as_ref(), access);
     let sources = TokenSources {
         query: request_uri.query().filter(|_| token_query),
-        cookie: access.token_cookie.as_deref().or(upgrade_cookie),
+        cookie: access
+            .token_cookie
+            .as_deref()
+            .or(upgrade_cookie)
+            .filter(|_| cookie_allowed),
     };
     let identity = match rt.auth.authenticate(access, req.headers(), sources).await {
         Ok(identity) => identity,
@@ -430,6 +450,28 @@ async fn serve_route(
     }
     let body = body.with_lease(lease).with_exchange(exchange);
     Response::from_parts(parts, body)
+}
+
+/// No `Origin` (not a cross-site browser request), the request's own authority, or an origin
+/// the route's CORS allows.
+fn same_or_allowed_origin(
+    headers: &HeaderMap,
+    authority: Option<&Authority>,
+    access: &crate::config::RouteAccess,
+) -> bool {
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return true;
+    };
+    let origin_authority = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    let same = matches!((origin_authority, authority), (Some(o), Some(a)) if o.eq_ignore_ascii_case(a.as_str()));
+    same || access
+        .cors
+        .as_ref()
+        .is_some_and(|cors| crate::cors::allowed_origin(cors, headers).is_some())
 }
 
 /// A gateway-made error answer, logged under the request's exchange.

@@ -10,19 +10,24 @@
 //!    `/rest`; `/ws/:service` (WebSocket upgrades) forwards the path given in its `path`
 //!    query parameter (see [`crate::realtime::ws`]).
 //!
+//! A service whose config routes carry access rules the service routes would not apply
+//! (claims, scopes, IP lists, auth beyond the default) has its service routes closed, unless
+//! it sets `service_routes = true`: `/api/<name>/<path>` reaches the same upstream paths, so
+//! leaving it open would bypass those rules.
+//!
 //! Matching happens on the normalised path ([`normalize_path`]), and the same string is what
 //! goes upstream: the router never decodes, resolves or re-encodes anything afterwards.
 
 mod path;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 
-use crate::config::{HeaderOps, MatchKind, Rewrite, RouteAccess, RouteConfig, SseConfig};
+use crate::config::{Config, HeaderOps, MatchKind, Rewrite, RouteAccess};
 use crate::error::{ErrorKind, GatewayError};
 use crate::upstream::Service;
 
@@ -63,6 +68,8 @@ pub struct Router {
     api_policies: BTreeMap<String, Arc<RoutePolicy>>,
     sse_policies: BTreeMap<String, Arc<RoutePolicy>>,
     ws_policies: BTreeMap<String, Arc<RoutePolicy>>,
+    /// Services whose service routes are closed (see [`Router::new`]).
+    closed_services: HashSet<String>,
     has_host_routes: bool,
 }
 
@@ -85,10 +92,10 @@ pub struct Routed<'a> {
 
 impl Router {
     pub fn new(
-        routes: &[RouteConfig],
+        config: &Config,
         services: &BTreeMap<String, Arc<Service>>,
-        sse: &SseConfig,
     ) -> Result<Router, String> {
+        let (routes, sse) = (&config.routes, &config.sse);
         let mut config_routes: HashMap<String, Vec<Arc<RoutePolicy>>> = HashMap::new();
         for route in routes {
             let service = services.get(&route.service).ok_or_else(|| {
@@ -172,18 +179,27 @@ impl Router {
             };
             (name.to_owned(), Arc::new(policy))
         };
-        let api_policies = services
+        // A service's routes would reach, unguarded, the paths its guarded config routes
+        // protect: they close unless the service opens them explicitly.
+        let guarded: HashSet<&str> = routes
             .iter()
-            .map(|(name, service)| service_policy("/api", name, service))
+            .filter(|r| r.access.is_guarded(config.auth.required))
+            .map(|r| r.service.as_str())
             .collect();
-        let sse_policies = services
-            .iter()
-            .map(|(name, service)| service_policy("/sse", name, service))
-            .collect();
-        let ws_policies = services
-            .iter()
-            .map(|(name, service)| service_policy("/ws", name, service))
-            .collect();
+        let open = |name: &String| {
+            let explicit = config.services.get(name).and_then(|s| s.service_routes);
+            explicit.unwrap_or(!guarded.contains(name.as_str()))
+        };
+        let policies = |prefix: &str| {
+            services
+                .iter()
+                .filter(|(name, _)| open(name))
+                .map(|(name, service)| service_policy(prefix, name, service))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let api_policies = policies("/api");
+        let sse_policies = policies("/sse");
+        let ws_policies = policies("/ws");
         let has_host_routes = config_routes.values().flatten().any(|p| p.host.is_some());
         Ok(Router {
             config_routes,
@@ -191,6 +207,7 @@ impl Router {
             api_policies,
             sse_policies,
             ws_policies,
+            closed_services: services.keys().filter(|n| !open(n)).cloned().collect(),
             has_host_routes,
         })
     }
@@ -217,10 +234,16 @@ impl Router {
             ServiceRoute::Ws => &self.ws_policies,
         };
         let Some(policy) = policies.get(service) else {
-            return Err(GatewayError::client(
-                ErrorKind::UnknownService,
-                format!("unknown service {service:?}"),
-            ));
+            // A closed service answers like a path nothing serves, not like a missing one.
+            let error = if self.closed_services.contains(service) {
+                GatewayError::client(ErrorKind::RouteNotFound, "no route matches this path")
+            } else {
+                GatewayError::client(
+                    ErrorKind::UnknownService,
+                    format!("unknown service {service:?}"),
+                )
+            };
+            return Err(error);
         };
         let forward_path = policy.forward_path(path)?;
         Ok(Routed {

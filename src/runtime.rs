@@ -39,7 +39,7 @@ impl Runtime {
             .iter()
             .map(|(name, service)| Ok((name.clone(), Arc::new(Service::new(service)?))))
             .collect::<Result<BTreeMap<_, _>, String>>()?;
-        let router = Router::new(&config.routes, &services, &config.sse)?;
+        let router = Router::new(&config, &services)?;
         Ok(Runtime {
             router,
             services,

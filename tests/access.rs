@@ -73,8 +73,10 @@ auth = false
     );
     assert_eq!(get("/maybe/x", good()).await.status(), 200);
     assert_eq!(get("/public/x", bad()).await.status(), 200, "not looked at");
-    // The global default (required = false): the service route does not check.
-    assert_eq!(get("/api/s/x", None).await.status(), 200);
+    // /api/s/private/x would reach /private/x unguarded: the service routes are closed.
+    let closed = get("/api/s/private/x", None).await;
+    assert_eq!(closed.status(), 404);
+    error_body(closed, "route_not_found").await;
 
     let users: Vec<Option<String>> = up
         .received()
@@ -86,7 +88,7 @@ auth = false
         })
         .collect();
     let u7 = Some("u7".to_owned());
-    assert_eq!(users, [u7.clone(), None, u7, None, None]);
+    assert_eq!(users, [u7.clone(), None, u7, None]);
 }
 
 #[tokio::test]
@@ -185,16 +187,22 @@ async fn a_client_sent_identity_never_reaches_an_upstream_on_any_route() {
             .get(gw.url(path))
             .header("x-user-id", "admin")
             .header("X-User-Id", "root")
+            .header("x_user_id", "wsgi-admin")
+            .header("x-api_key", "k")
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }
     assert_eq!(up.count(), 4);
-    assert!(up
-        .received()
-        .iter()
-        .all(|r| r.headers.get("x-user-id").is_none()));
+    for seen in up.received() {
+        for name in ["x-user-id", "x_user_id", "x-api_key"] {
+            assert!(
+                seen.headers.get(name).is_none(),
+                "{name} reached the upstream"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -393,4 +401,145 @@ async fn ip_lists_use_the_client_address_through_trusted_proxies() {
     // A spoofed hop before the trusted one does not help: the nearest untrusted address counts.
     assert_eq!(from(Some("10.1.2.3, 192.168.1.1")).await.status(), 403);
     assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn service_routes_close_when_config_routes_guard_the_service_unless_opened() {
+    let up = Upstream::ok().await;
+    let other = Upstream::ok().await;
+    let toml = format!(
+        "[auth]\njwt_secret = \"{SECRET}\"\n{}{}\
+         [[routes]]\npath = \"/internal\"\nservice = \"s\"\nallow_ips = [\"10.0.0.0/8\"]\n\
+         [[routes]]\npath = \"/reports\"\nservice = \"t\"\nauth = true\n",
+        service("s", &[up.url()]),
+        service("t", &[other.url()]),
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    for path in [
+        "/api/s/internal/x",
+        "/sse/s/internal",
+        "/api/t/reports",
+        "/internal/x",
+    ] {
+        let response = client().get(gw.url(path)).send().await.unwrap();
+        assert!(
+            [403, 404].contains(&response.status().as_u16()),
+            "{path}: {}",
+            response.status()
+        );
+    }
+    assert_eq!(up.count() + other.count(), 0, "a guarded path was reached");
+    // An operator who wants them back says so, per service.
+    let opened = toml.replace("[services.t]\n", "[services.t]\nservice_routes = true\n");
+    assert_ne!(opened, toml);
+    let gw = TestGateway::start(&opened, &[]).await;
+    let response = client().get(gw.url("/api/t/x")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn x_user_id_is_removed_even_when_the_claims_map_elsewhere() {
+    let up = Upstream::ok().await;
+    let toml = format!(
+        "[auth]\nrequired = true\njwt_secret = \"{SECRET}\"\nclaims_to_headers = {{ email = \"x-user-email\" }}\n{}",
+        service("s", &[up.url()])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let response = client()
+        .get(gw.url("/api/s/x"))
+        .bearer_auth(token("u1", &["email=u1@example.com"]))
+        .header("x-user-id", "admin")
+        .header("x-user-email", "admin@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = up.only();
+    assert!(seen.headers.get("x-user-id").is_none());
+    assert_eq!(seen.headers["x-user-email"], "u1@example.com");
+}
+
+#[tokio::test]
+async fn cookie_tokens_count_only_for_same_origin_reads_and_stay_at_the_gateway() {
+    let up = Upstream::ok().await;
+    let routes =
+        "[[routes]]\npath = \"/app\"\nservice = \"s\"\nauth = true\ntoken_cookie = \"session\"\n";
+    let gw = gateway(&up, routes).await;
+    let cookie = format!("theme=dark; session={}; sluice_admin=x", token("c", &[]));
+    let own_origin = format!("http://{}", gw.addr);
+    let send = |method: reqwest::Method, origin: Option<&str>| {
+        let mut request = client()
+            .request(method, gw.url("/app/x"))
+            .header("cookie", &cookie);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send(reqwest::Method::GET, None).await, 200);
+    assert_eq!(send(reqwest::Method::GET, Some(&own_origin)).await, 200);
+    assert_eq!(
+        send(reqwest::Method::GET, Some("https://evil.example")).await,
+        401,
+        "cross-site read"
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, None).await,
+        401,
+        "a cookie never authorises a write"
+    );
+    assert_eq!(send(reqwest::Method::POST, Some(&own_origin)).await, 401);
+    let seen = up.received();
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert_eq!(
+            request.headers["cookie"], "theme=dark",
+            "credential cookies went upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_or_unforwardable_credentials_are_refused() {
+    let up = Upstream::ok().await;
+    let gw = gateway(
+        &up,
+        "[[routes]]\npath = \"/p\"\nservice = \"s\"\nauth = true\n",
+    )
+    .await;
+    // Two Authorization headers: which one the upstream would read is not its call.
+    let mut headers = reqwest::header::HeaderMap::new();
+    for t in [token("alice", &[]), token("admin", &[])] {
+        headers.append("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let twice = client()
+        .get(gw.url("/p/x"))
+        .headers(headers)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 401);
+    error_body(twice, "unauthorized").await;
+    // A subject that cannot be a header value would go upstream as nobody.
+    let newline = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "a\nb", "exp": 9_999_999_999u64}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let response = client()
+        .get(gw.url("/p/x"))
+        .bearer_auth(newline)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let empty = client()
+        .get(gw.url("/p/x"))
+        .header("x-api-key", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 401);
+    assert_eq!(up.count(), 0);
 }

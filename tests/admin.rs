@@ -85,6 +85,15 @@ async fn the_dashboard_login_works_in_a_real_browser() {
     let up = Upstream::ok().await;
     let gw = protected_gateway(&up).await;
     let mut browser = Browser::launch().await;
+    // The error capture itself works (else the check at the end could never fail).
+    browser.eval("console.error('probe')").await;
+    browser.eval("1").await;
+    assert!(
+        browser.errors.iter().any(|e| e.contains("probe")),
+        "{:?}",
+        browser.errors
+    );
+    browser.errors.clear();
 
     browser.navigate(&gw.url("/admin")).await;
     browser
@@ -122,6 +131,16 @@ async fn the_dashboard_login_works_in_a_real_browser() {
         .eval("document.querySelector('tr[data-service=s]').textContent")
         .await;
     assert!(row.as_str().unwrap().contains("1/1"), "{row}");
+    // Live: the page refreshes itself (the uptime moves on).
+    let meta = browser
+        .eval("document.getElementById('meta').textContent")
+        .await;
+    browser
+        .wait_for(
+            &format!("document.getElementById('meta').textContent !== {meta}"),
+            "a refresh",
+        )
+        .await;
     assert_eq!(
         browser.eval("document.cookie").await,
         "",
@@ -145,5 +164,68 @@ async fn the_dashboard_login_works_in_a_real_browser() {
             "the redirect to the form",
         )
         .await;
+    assert!(
+        browser.errors.is_empty(),
+        "the pages reported errors: {:?}",
+        browser.errors
+    );
     assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn an_api_key_logs_in_and_admin_claims_are_enforced() {
+    let up = Upstream::ok().await;
+    // printf %s ops-key | sha256sum
+    let toml = format!(
+        "[auth]\nrequired = true\njwt_secret = \"{SECRET}\"\nadmin_require_scopes = [\"ops\"]\n\
+         [[auth.api_keys]]\nid = \"oncall\"\nsha256 = \"{}\"\nscopes = [\"ops\"]\n{}",
+        sha256_hex("ops-key"),
+        service("s", &[up.url()])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let login = client()
+        .post(gw.url("/admin/login"))
+        .form(&[("token", "ops-key")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.headers()["location"], "/admin");
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("Max-Age=28800"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let page = client()
+        .get(gw.url("/admin"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "the API key cookie opens the dashboard");
+    // A valid token without the ops scope may not read the stats.
+    let stats = client()
+        .get(gw.url("/admin/stats"))
+        .bearer_auth(token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), 403);
+    error_body(stats, "forbidden").await;
+    let scoped = sluice::token::mint(
+        SECRET,
+        "ops",
+        Duration::from_secs(60),
+        &["scope=ops".into()],
+    )
+    .unwrap();
+    let stats = client()
+        .get(gw.url("/admin/stats"))
+        .bearer_auth(scoped)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), 200);
+}
+
+fn sha256_hex(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -206,6 +206,12 @@ fn token_usage_errors_exit_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("key=value"));
+    let short = sluice(&workdir())
+        .args(["token", "--sub", "x", "--secret", "short"])
+        .output()
+        .unwrap();
+    assert_eq!(short.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32 characters"));
 }
 
 #[tokio::test]

@@ -49,7 +49,7 @@ async fn tokens_from_jwks_and_static_keys_verify_with_every_asymmetric_algorithm
     // A static key pinned to PS256: the same RSA key signing RS256 is refused.
     let pinned = TestKey::rsa("pinned");
     let static_issuer = format!(
-        "[[auth.issuers]]\nissuer = \"https://static.test/\"\n\
+        "[[auth.issuers]]\nissuer = \"https://static.test/\"\naudiences = [\"api\"]\n\
          keys = [{{ kid = \"pinned\", algorithm = \"PS256\", pem = \"\"\"{}\"\"\" }}]\n",
         pinned.public_pem
     );
@@ -60,7 +60,8 @@ async fn tokens_from_jwks_and_static_keys_verify_with_every_asymmetric_algorithm
         let token = key.sign(&claims(ISSUER, AUDIENCE, &format!("user-{}", key.kid)));
         assert_eq!(bearer(&gw, &token).await, 200, "{:?}", key.alg);
     }
-    let static_claims = json!({"sub": "svc", "iss": "https://static.test/", "exp": now() + 60});
+    let static_claims =
+        json!({"sub": "svc", "iss": "https://static.test/", "aud": "api", "exp": now() + 60});
     let mut ps256 = Header::new(Algorithm::PS256);
     ps256.kid = Some("pinned".into());
     assert_eq!(
@@ -125,51 +126,77 @@ async fn forgeries_get_401_and_never_reach_the_upstream() {
         )
         .unwrap()
     };
-    let mut bad_signature = good.clone();
-    let last = bad_signature.pop().unwrap();
-    bad_signature.push(if last == 'A' { 'B' } else { 'A' });
+    // One character changed mid-signature (the last one may only carry padding bits).
+    let mut bad_signature = good.clone().into_bytes();
+    let middle = good.rfind('.').unwrap() + 100;
+    bad_signature[middle] = if bad_signature[middle] == b'A' { b'B' } else { b'A' };
+    let bad_signature = String::from_utf8(bad_signature).unwrap();
     let truncated = good.rsplit_once('.').unwrap().0.to_owned();
     let mut path_kid = Header::new(Algorithm::RS256);
     path_kid.kid = Some("../../../../etc/passwd".into());
-    let huge = format!("{good}{}", "A".repeat(16 * 1024));
+    // Validly signed, so only the size limit can refuse it.
+    let huge = with(json!({"padding": "A".repeat(16 * 1024)}));
 
-    let forgeries: Vec<(&str, String)> = vec![
-        ("alg none", unsigned(r#"{"alg":"none","typ":"JWT"}"#)),
+    let forgeries: Vec<(&str, &str, String)> = vec![
+        (
+            "alg none",
+            "malformed",
+            unsigned(r#"{"alg":"none","typ":"JWT"}"#),
+        ),
         (
             "alg None",
+            "malformed",
             unsigned(r#"{"alg":"None","typ":"JWT","kid":"rsa-a"}"#),
         ),
         (
             "HS256 with the RSA public key (PEM)",
+            "signature is invalid",
             confused(rsa.public_pem.as_bytes()),
         ),
         (
             "HS256 with the RSA modulus",
+            "signature is invalid",
             confused(rsa.jwk["n"].as_str().unwrap().as_bytes()),
         ),
-        ("expired", with(json!({"exp": now() - 3600}))),
-        ("nbf in the future", with(json!({"nbf": now() + 3600}))),
-        ("wrong iss", with(json!({"iss": "https://evil.test/"}))),
-        ("wrong aud", with(json!({"aud": "other-api"}))),
-        ("no exp", {
+        ("expired", "expired", with(json!({"exp": now() - 3600}))),
+        (
+            "nbf in the future",
+            "not valid yet",
+            with(json!({"nbf": now() + 3600})),
+        ),
+        (
+            "wrong iss",
+            "issuer is not trusted",
+            with(json!({"iss": "https://evil.test/"})),
+        ),
+        ("wrong aud", "audience", with(json!({"aud": "other-api"}))),
+        ("no exp", "lacks a required claim", {
             let mut c = claims(ISSUER, AUDIENCE, "u");
             c.as_object_mut().unwrap().remove("exp");
             rsa.sign(&c)
         }),
-        ("bad signature", bad_signature),
-        ("truncated", truncated),
-        ("16 KiB", huge),
+        ("bad signature", "signature is invalid", bad_signature),
+        ("truncated", "malformed", truncated),
+        ("16 KiB", "too large", huge),
         (
             "kid with path characters",
+            "key id is invalid",
             rsa.sign_with(path_kid, &claims(ISSUER, AUDIENCE, "u")),
         ),
-        ("crit header", {
-            let header = r#"{"alg":"HS256","crit":["exp"]}"#;
-            unsigned(header)
+        ("crit header", "critical header", {
+            // Signed with the real secret: only the crit check can refuse it.
+            let mut header = Header::new(Algorithm::HS256);
+            header.crit = Some(vec!["exp".into()]);
+            jsonwebtoken::encode(
+                &header,
+                &json!({"sub": "u", "exp": now() + 60, "exp2": 1}),
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap()
         }),
-        ("garbage", "not-a-token".to_owned()),
+        ("garbage", "malformed", "not-a-token".to_owned()),
     ];
-    for (name, token) in &forgeries {
+    for (name, expected, token) in &forgeries {
         let response = client()
             .post(gw.url("/api/s/x"))
             .bearer_auth(token)
@@ -179,7 +206,12 @@ async fn forgeries_get_401_and_never_reach_the_upstream() {
             .unwrap();
         assert_eq!(response.status(), 401, "{name}");
         assert_eq!(response.headers()["www-authenticate"], "Bearer", "{name}");
-        error_body(response, "unauthorized").await;
+        let body = error_body(response, "unauthorized").await;
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(expected),
+            "{name}: refused for {message:?}"
+        );
     }
     // The right token in the wrong scheme.
     for scheme in ["Basic", "Token", "JWT", ""] {
@@ -191,6 +223,9 @@ async fn forgeries_get_401_and_never_reach_the_upstream() {
     }
     assert_eq!(status(&gw, &good).await, 401, "no scheme at all");
     assert_eq!(up.count(), before, "a forgery reached the upstream");
+    // The shape checks come before any key lookup: the path-like kid and the oversized
+    // token caused no JWKS fetch (the first request's fetch is the only one).
+    assert_eq!(idp.fetches(), 1, "a forgery made the gateway fetch keys");
 }
 
 #[tokio::test]
@@ -219,10 +254,17 @@ async fn cached_keys_keep_working_while_the_jwks_server_is_down() {
     let gw = TestGateway::start(&config(&up, &issuer_toml(&idp.jwks_url(), "100ms")), &[]).await;
     let token = keys::rsa(0).sign(&claims(ISSUER, AUDIENCE, "u"));
     assert_eq!(bearer(&gw, &token).await, 200);
+    // A set with nothing usable in it (here a symmetric key) is a failed fetch too.
+    idp.set_keys(vec![json!({"kty": "oct", "kid": "rsa-a", "k": "c2VjcmV0"})]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let fetches = idp.fetches();
+    let stranger = keys::rsa(1).sign(&claims(ISSUER, AUDIENCE, "x"));
+    assert_eq!(bearer(&gw, &stranger).await, 401);
+    assert_eq!(idp.fetches(), fetches + 1, "the unknown kid fetched");
+    assert_eq!(bearer(&gw, &token).await, 200, "the cached key survived");
     idp.server.kill();
     tokio::time::sleep(Duration::from_millis(150)).await;
     // An unknown kid makes the gateway try the dead server; the cached set survives that.
-    let stranger = keys::rsa(1).sign(&claims(ISSUER, AUDIENCE, "x"));
     assert_eq!(bearer(&gw, &stranger).await, 401);
     for _ in 0..3 {
         assert_eq!(bearer(&gw, &token).await, 200);

@@ -1,7 +1,7 @@
 //! The admin login: a form takes a token (or API key), the gateway verifies it exactly as it
 //! would a bearer header, and keeps it in a cookie the browser sends back on `/admin` paths
 //! only: HttpOnly (scripts cannot read it), SameSite=Strict (no other site can make the
-//! browser send it), Secure on TLS listeners, expiring with the token. A form posted from
+//! browser send it), Secure when the browser came over https (ours or a trusted proxy's), expiring with the token. A form posted from
 //! another origin is refused, so no site can log a browser in as someone else.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,9 +33,13 @@ pub fn page(query: Option<&str>) -> Response<GatewayBody> {
     html_response(StatusCode::OK, LOGIN_HTML.replace("{{message}}", message))
 }
 
-pub async fn submit(req: Request<Incoming>, runtime: &Runtime, tls: bool) -> Response<GatewayBody> {
+pub async fn submit(
+    req: Request<Incoming>,
+    runtime: &Runtime,
+    https: bool,
+) -> Response<GatewayBody> {
     let failed = || redirect("/admin/login?failed=1");
-    if !same_origin(&req, tls) {
+    if !same_origin(&req) {
         tracing::info!("admin login refused: the form came from another origin");
         return failed();
     }
@@ -43,7 +47,12 @@ pub async fn submit(req: Request<Incoming>, runtime: &Runtime, tls: bool) -> Res
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
     if !is_form {
         return failed();
     }
@@ -80,18 +89,22 @@ pub async fn submit(req: Request<Incoming>, runtime: &Runtime, tls: bool) -> Res
         .expires_at()
         .map_or(API_KEY_SESSION, |exp| exp.saturating_sub(now));
     let mut response = redirect("/admin");
-    set_cookie(&mut response, &format!("{token}; Max-Age={max_age}"), tls);
+    set_cookie(&mut response, &format!("{token}; Max-Age={max_age}"), https);
     response
 }
 
-pub fn logout(tls: bool) -> Response<GatewayBody> {
+pub fn logout(req: &Request<Incoming>, https: bool) -> Response<GatewayBody> {
     let mut response = redirect("/admin/login");
-    set_cookie(&mut response, "; Max-Age=0", tls);
+    if !same_origin(req) {
+        // Another site may not sign the operator out either.
+        return response;
+    }
+    set_cookie(&mut response, "; Max-Age=0", https);
     response
 }
 
-fn set_cookie(response: &mut Response<GatewayBody>, value_and_age: &str, tls: bool) {
-    let secure = if tls { "; Secure" } else { "" };
+fn set_cookie(response: &mut Response<GatewayBody>, value_and_age: &str, https: bool) {
+    let secure = if https { "; Secure" } else { "" };
     let cookie =
         format!("{ADMIN_COOKIE}={value_and_age}; Path=/admin; HttpOnly; SameSite=Strict{secure}");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -99,8 +112,15 @@ fn set_cookie(response: &mut Response<GatewayBody>, value_and_age: &str, tls: bo
     }
 }
 
-/// The form's `Origin`, when the browser sent one, is this gateway's own.
-fn same_origin(req: &Request<Incoming>, tls: bool) -> bool {
+/// The form came from this gateway's own page: a browser that says the request is
+/// cross-site (`Sec-Fetch-Site`) is believed, and an `Origin`, when sent, must name this
+/// host. Only the authority is compared: behind a TLS-terminating proxy the browser's
+/// scheme is not ours.
+fn same_origin(req: &Request<Incoming>) -> bool {
+    let fetch_site = req.headers().get("sec-fetch-site").map(|v| v.as_bytes());
+    if matches!(fetch_site, Some(b"cross-site" | b"same-site")) {
+        return false;
+    }
     let Some(origin) = req.headers().get(ORIGIN) else {
         return true;
     };
@@ -109,6 +129,10 @@ fn same_origin(req: &Request<Incoming>, tls: bool) -> bool {
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    let scheme = if tls { "https" } else { "http" };
-    host.is_some_and(|host| origin.as_bytes() == format!("{scheme}://{host}").as_bytes())
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }

@@ -54,9 +54,15 @@ impl Identity {
             })
     }
 
-    /// Copies the configured claims to upstream headers. `sub` falls back to Aegis's
-    /// `userId`, which its tokens carried instead.
-    pub fn apply(&self, claims_to_headers: &[(String, HeaderName)], headers: &mut HeaderMap) {
+    /// The upstream headers for the configured claims. `sub` falls back to Aegis's
+    /// `userId`, which its tokens carried instead. A claim that cannot be a header value
+    /// (control characters) is an error: dropped silently, the request would pass upstream
+    /// as anonymous.
+    fn headers(
+        &self,
+        claims_to_headers: &[(String, HeaderName)],
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, &'static str> {
+        let mut out = Vec::with_capacity(claims_to_headers.len());
         for (claim, header) in claims_to_headers {
             let value = self
                 .0
@@ -65,9 +71,25 @@ impl Identity {
             let Some(text) = value.and_then(text) else {
                 continue;
             };
-            if let Ok(value) = HeaderValue::from_str(&text) {
-                headers.insert(header.clone(), value);
-            }
+            let value = HeaderValue::from_str(&text)
+                .map_err(|_| "the token's identity cannot be forwarded as a header")?;
+            out.push((header.clone(), value));
+        }
+        Ok(out)
+    }
+
+    /// Every configured claim the identity carries can become a header value.
+    pub fn check_forwardable(
+        &self,
+        claims_to_headers: &[(String, HeaderName)],
+    ) -> Result<(), &'static str> {
+        self.headers(claims_to_headers).map(drop)
+    }
+
+    /// Copies the configured claims to upstream headers (checked by [`check_forwardable`]).
+    pub fn apply(&self, claims_to_headers: &[(String, HeaderName)], headers: &mut HeaderMap) {
+        for (name, value) in self.headers(claims_to_headers).unwrap_or_default() {
+            headers.insert(name, value);
         }
     }
 

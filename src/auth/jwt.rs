@@ -119,7 +119,7 @@ fn decode(
 
 /// A `kid` is an opaque name, but one with path or control characters is an attack probe:
 /// refused before it can cause a JWKS fetch.
-fn plausible_kid(kid: &str) -> bool {
+pub fn plausible_kid(kid: &str) -> bool {
     !kid.is_empty()
         && kid.len() <= MAX_KID_BYTES
         && !kid.contains("..")

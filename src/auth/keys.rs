@@ -52,10 +52,26 @@ struct Jwks {
     config: JwksConfig,
     client: Client<Empty<Bytes>>,
     keys: ArcSwap<Vec<Arc<VerifyKey>>>,
-    /// When the last fetch started; held while a fetch runs (single flight).
-    last_fetch: Mutex<Option<Instant>>,
+    /// Held while a fetch runs (single flight).
+    fetched: Mutex<FetchTimes>,
     fetches: AtomicU64,
     failures: AtomicU64,
+}
+
+#[derive(Default)]
+struct FetchTimes {
+    started: Option<Instant>,
+    finished: Option<Instant>,
+}
+
+/// Who asks for a fetch.
+#[derive(Clone, Copy)]
+enum Asker {
+    /// The refresher: always fetches.
+    Schedule,
+    /// A request with an unknown `kid`, arrived at this instant: it waits for a fetch in
+    /// progress and then looks again, or starts one when the last is `jwks_min_interval` old.
+    Request(Instant),
 }
 
 /// What `/admin/stats` shows of a key store.
@@ -73,13 +89,8 @@ impl KeyStore {
         template.leeway = leeway.as_secs();
         template.validate_nbf = true;
         template.set_issuer(&[&config.issuer]);
-        if config.audiences.is_empty() {
-            template.validate_aud = false;
-            template.set_required_spec_claims(&["exp", "iss"]);
-        } else {
-            template.set_audience(&config.audiences);
-            template.set_required_spec_claims(&["exp", "iss", "aud"]);
-        }
+        template.set_audience(&config.audiences);
+        template.set_required_spec_claims(&["exp", "iss", "aud"]);
         let mut store = KeyStore {
             issuer: config.issuer.clone(),
             template,
@@ -97,7 +108,7 @@ impl KeyStore {
                 config: jwks.clone(),
                 client: client::build(FETCH_TIMEOUT, true)?,
                 keys: ArcSwap::from_pointee(Vec::new()),
-                last_fetch: Mutex::new(None),
+                fetched: Mutex::new(FetchTimes::default()),
                 fetches: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
             });
@@ -129,7 +140,7 @@ impl KeyStore {
         let found = self.lookup(kid, alg);
         match (&self.jwks, kid) {
             (Some(jwks), Some(_)) if found.is_empty() => {
-                self.fetch(jwks, true).await;
+                self.fetch(jwks, Asker::Request(Instant::now())).await;
                 self.lookup(kid, alg)
             }
             _ => found,
@@ -147,14 +158,28 @@ impl KeyStore {
             .collect()
     }
 
-    /// Fetches the JWKS now, unless one was fetched less than `jwks_min_interval` ago (when
-    /// `limited`). Returns whether the set is usable (fetched now or earlier).
-    async fn fetch(&self, jwks: &Jwks, limited: bool) -> bool {
-        let mut last = jwks.last_fetch.lock().await;
-        if limited && last.is_some_and(|at| at.elapsed() < jwks.config.min_interval) {
-            return false;
+    /// Fetches the JWKS now, unless a request asks and either a fetch finished while it
+    /// waited for the lock or the last one started less than `jwks_min_interval` ago (so
+    /// requests queued behind a slow fetch share it rather than each starting another).
+    /// Returns whether this fetch succeeded.
+    async fn fetch(&self, jwks: &Jwks, asker: Asker) -> bool {
+        let mut times = jwks.fetched.lock().await;
+        if let Asker::Request(arrived) = asker {
+            let shared = times.finished.is_some_and(|done| done >= arrived);
+            let recent = times
+                .started
+                .is_some_and(|at| at.elapsed() < jwks.config.min_interval);
+            if shared || recent {
+                return false;
+            }
         }
-        *last = Some(Instant::now());
+        times.started = Some(Instant::now());
+        let usable = self.download_and_store(jwks).await;
+        times.finished = Some(Instant::now());
+        usable
+    }
+
+    async fn download_and_store(&self, jwks: &Jwks) -> bool {
         jwks.fetches.fetch_add(1, Ordering::Relaxed);
         let url = &jwks.config.url;
         match tokio::time::timeout(FETCH_TIMEOUT, self.download(jwks)).await {
@@ -200,13 +225,18 @@ impl KeyStore {
             .get("keys")
             .and_then(|k| k.as_array())
             .ok_or("no \"keys\" array")?;
-        // One unusable key (an unknown type, an encryption key) must not cost the others.
-        Ok(keys
+        // One unusable key (an unknown type, an encryption key) must not cost the others; a
+        // set with none usable is a failed fetch, not a reason to forget the cached keys.
+        let usable: Vec<Arc<VerifyKey>> = keys
             .iter()
             .filter_map(|value| serde_json::from_value::<Jwk>(value.clone()).ok())
             .filter_map(|jwk| self.jwk_key(&jwk))
             .map(Arc::new)
-            .collect())
+            .collect();
+        if usable.is_empty() {
+            return Err(format!("none of its {} keys can verify tokens", keys.len()));
+        }
+        Ok(usable)
     }
 
     fn jwk_key(&self, jwk: &Jwk) -> Option<VerifyKey> {
@@ -238,7 +268,8 @@ impl KeyStore {
     }
 
     /// Keeps the JWKS fresh until `stop`: at once, then every `jwks_refresh`; after a failure,
-    /// again after `jwks_min_interval`.
+    /// again after `jwks_min_interval`, doubling with each further failure up to
+    /// `jwks_refresh` (a provider that is down is not hammered, nor the log flooded).
     pub fn spawn_refresher(self: &Arc<Self>, stop: CancellationToken) {
         if self.jwks.is_none() {
             return;
@@ -246,12 +277,15 @@ impl KeyStore {
         let store = self.clone();
         tokio::spawn(async move {
             let Some(jwks) = &store.jwks else { return };
+            let mut failures = 0u32;
             loop {
-                let usable = store.fetch(jwks, false).await;
-                let wait = if usable {
+                let wait = if store.fetch(jwks, Asker::Schedule).await {
+                    failures = 0;
                     jwks.config.refresh
                 } else {
-                    jwks.config.min_interval
+                    let backoff = jwks.config.min_interval * 2u32.saturating_pow(failures.min(16));
+                    failures += 1;
+                    backoff.min(jwks.config.refresh)
                 };
                 tokio::select! {
                     () = stop.cancelled() => return,

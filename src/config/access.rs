@@ -27,8 +27,12 @@ pub struct AuthConfig {
     pub api_keys: Vec<ApiKeyConfig>,
     /// The request header an API key comes in. Default is `x-api-key`.
     pub api_key_header: HeaderName,
-    /// `/admin/*` and `/metrics` need a token or API key. Default is `required`.
+    /// `/admin`, `/admin/stats` and `/gateway/stats` need a token or API key. Default is
+    /// `required`.
     pub protect_admin: bool,
+    /// What an admin credential must also carry (`admin_require_claims`,
+    /// `admin_require_scopes`): without it, any valid credential may read the stats.
+    pub admin_access: RouteAccess,
 }
 
 impl AuthConfig {
@@ -42,9 +46,11 @@ impl AuthConfig {
 pub struct IssuerConfig {
     /// The exact `iss` value of this provider's tokens.
     pub issuer: String,
-    /// A token's `aud` must name one of these. Default is none (not checked).
+    /// A token's `aud` must name one of these. Required: without it any token the provider
+    /// issues, to any of its clients, would pass (RFC 8725 §3.9).
     pub audiences: Vec<String>,
-    /// The algorithms accepted from this issuer (asymmetric only). Default is RS256.
+    /// The algorithms accepted from this issuer (asymmetric only). Default is all of them
+    /// (each key is pinned to its own anyway).
     pub algorithms: Vec<Algorithm>,
     pub keys: Vec<StaticKey>,
     pub jwks: Option<JwksConfig>,
@@ -121,6 +127,16 @@ pub struct RouteAccess {
 }
 
 impl RouteAccess {
+    /// Rules the service routes (`/api/<name>/*`, which reach the same upstream paths) would
+    /// not apply: claims, scopes, IP lists, or auth where auth is not the default.
+    pub fn is_guarded(&self, auth_required: bool) -> bool {
+        !self.require_claims.is_empty()
+            || !self.require_scopes.is_empty()
+            || !self.allow_ips.is_empty()
+            || !self.deny_ips.is_empty()
+            || (self.auth == Some(AuthMode::Required) && !auth_required)
+    }
+
     /// The IP lists: not denied, and allowed when an allow list is given.
     pub fn admits(&self, client: std::net::IpAddr) -> bool {
         !self.deny_ips.iter().any(|net| net.contains(&client))

@@ -67,6 +67,8 @@ pub struct RawAuth {
     pub claims_to_headers: Option<BTreeMap<String, String>>,
     pub leeway: Option<RawDuration>,
     pub protect_admin: Option<bool>,
+    pub admin_require_claims: Option<BTreeMap<String, String>>,
+    pub admin_require_scopes: Option<Vec<String>>,
     pub api_key_header: Option<String>,
     pub issuers: Option<Vec<RawIssuer>>,
     pub api_keys: Option<Vec<RawApiKey>>,
@@ -158,6 +160,7 @@ pub struct RawService {
     pub health_check: Option<RawHealthCheck>,
     pub max_retries: Option<u32>,
     pub max_in_flight_per_endpoint: Option<u32>,
+    pub service_routes: Option<bool>,
 }
 
 /// `[breaker]`, and a service's `breaker = { … }` (its keys override the section's).

@@ -15,6 +15,7 @@ use super::values::*;
 use super::*;
 
 mod access;
+mod cors;
 mod pools;
 mod routes;
 mod services;
@@ -175,20 +176,11 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
                 )
             })
             .unwrap_or(Duration::from_secs(30)),
-        token_cookie: raw.websocket.token_cookie.as_ref().and_then(|name| {
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            errors.check(
-                "websocket.token_cookie",
-                if valid {
-                    Ok(name.clone())
-                } else {
-                    Err(format!("expected a cookie name, got {name:?}"))
-                },
-            )
-        }),
+        token_cookie: raw
+            .websocket
+            .token_cookie
+            .as_deref()
+            .and_then(|name| errors.check("websocket.token_cookie", parse_cookie_name(name))),
     };
     let sse = SseConfig {
         heartbeat: raw

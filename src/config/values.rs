@@ -174,6 +174,19 @@ pub(super) fn editable_header(name: HeaderName) -> Result<HeaderName, String> {
     }
 }
 
+/// A cookie name: an RFC 9110 token.
+pub(super) fn parse_cookie_name(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!("invalid cookie name {name:?}"))
+    }
+}
+
 pub(super) fn parse_positive(text: &str) -> Result<u64, String> {
     let n: u64 = text
         .trim()

@@ -168,17 +168,30 @@ pub fn client_ip(
     };
     let mut client = peer;
     for hop in chain.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip;
-                if !is_trusted(ip, trusted) {
-                    break;
-                }
-            }
-            Err(_) => break,
+        let Some(ip) = forwarded_hop(hop.trim()) else {
+            // A hop nobody can read: the client is unknown, and must not pass for the
+            // trusted proxy behind it (whose address IP allow lists may admit).
+            return IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        };
+        client = ip;
+        if !is_trusted(ip, trusted) {
+            break;
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` entry: an address, `ip:port`, or `[v6]:port`.
+fn forwarded_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    let (ip, port) = hop.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -274,15 +287,20 @@ pub fn hash_key(key: &HashKey, headers: &HeaderMap, client: IpAddr) -> Option<u6
     match key {
         HashKey::ClientIp => Some(hash_bytes(canonical(client).to_string().as_bytes())),
         HashKey::Header(name) => headers.get(name).map(|v| hash_bytes(v.as_bytes())),
-        HashKey::Cookie(name) => headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(n, _)| *n == name)
-            .map(|(_, value)| hash_bytes(value.as_bytes())),
+        HashKey::Cookie(name) => cookie_value(headers, name).map(|v| hash_bytes(v.as_bytes())),
     }
+}
+
+/// The value of the cookie `name` in the request's `Cookie` headers (quotes removed).
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"'))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ fn router(toml: &str) -> Router {
         .iter()
         .map(|(name, s)| (name.clone(), Arc::new(Service::new(s).unwrap())))
         .collect();
-    Router::new(&config.routes, &services, &config.sse).unwrap()
+    Router::new(&config, &services).unwrap()
 }
 
 const SERVICES: &str = r#"

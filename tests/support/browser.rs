@@ -18,6 +18,8 @@ pub struct Browser {
     process: Child,
     page: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u64,
+    /// Console errors, uncaught exceptions and failed loads the page reported so far.
+    pub errors: Vec<String>,
     _profile: TempDir,
 }
 
@@ -31,10 +33,15 @@ impl Drop for TempDir {
 
 impl Browser {
     pub async fn launch() -> Browser {
-        let binary = ["chromium", "chromium-browser", "google-chrome"]
-            .into_iter()
-            .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
-            .expect("Chromium is needed for the browser tests: scripts/test installs it (apt-get install chromium)");
+        let binary = "chromium";
+        let found = Command::new(binary)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "Chromium is needed for the browser tests: scripts/test installs it (apt-get install chromium)"
+        );
         let profile =
             std::env::temp_dir().join(format!("sluice-chromium-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&profile).unwrap();
@@ -88,12 +95,16 @@ impl Browser {
             .expect("no page target")
             .to_owned();
         let (page, _) = tokio_tungstenite::connect_async(page_url).await.unwrap();
-        Browser {
+        let mut browser = Browser {
             process,
             page,
             next_id: 0,
+            errors: Vec::new(),
             _profile: TempDir(profile),
-        }
+        };
+        browser.call("Runtime.enable", json!({})).await;
+        browser.call("Log.enable", json!({})).await;
+        browser
     }
 
     /// Sends one DevTools command and returns its result (events in between are skipped).
@@ -115,6 +126,23 @@ impl Browser {
                 assert!(reply.get("error").is_none(), "{method}: {reply}");
                 return reply["result"].clone();
             }
+            self.note_event(&reply);
+        }
+    }
+
+    fn note_event(&mut self, event: &Value) {
+        let params = &event["params"];
+        match event["method"].as_str() {
+            Some("Runtime.exceptionThrown") => {
+                self.errors.push(params["exceptionDetails"].to_string());
+            }
+            Some("Runtime.consoleAPICalled") if params["type"] == "error" => {
+                self.errors.push(params["args"].to_string());
+            }
+            Some("Log.entryAdded") if params["entry"]["level"] == "error" => {
+                self.errors.push(params["entry"]["text"].to_string());
+            }
+            _ => {}
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, Method, Uri};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
-use super::super::raw::{RawAuthMode, RawConfig, RawCors, RawIssuer, RawRoute};
+use super::super::raw::{RawAuthMode, RawConfig, RawIssuer, RawRoute};
 use super::super::units::{parse_bool, RawDuration};
 use super::super::values::*;
 use super::super::*;
@@ -66,12 +66,23 @@ pub(super) fn auth(
                 errors
                     .check(
                         &format!("auth.claims_to_headers.{claim}"),
-                        parse_header_name(header).and_then(editable_header),
+                        parse_header_name(header)
+                            .and_then(editable_header)
+                            .and_then(identity_header),
                     )
                     .map(|name| (claim.clone(), name))
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     };
+    let mut seen_headers = HashSet::new();
+    for (claim, header) in &claims_to_headers {
+        if !seen_headers.insert(header.clone()) {
+            errors.push(
+                format!("auth.claims_to_headers.{claim}"),
+                format!("{header} is already filled from another claim"),
+            );
+        }
+    }
     let leeway = a
         .leeway
         .as_ref()
@@ -100,7 +111,14 @@ pub(super) fn auth(
         .and_then(|h| {
             errors.check(
                 "auth.api_key_header",
-                parse_header_name(h).and_then(editable_header),
+                parse_header_name(h)
+                    .and_then(editable_header)
+                    .and_then(|name| match name.as_str() {
+                        "authorization" | "cookie" | "x-user-id" => Err(format!(
+                            "{name} cannot carry API keys (it has its own meaning)"
+                        )),
+                        _ => Ok(name),
+                    }),
             )
         })
         .unwrap_or(HeaderName::from_static("x-api-key"));
@@ -113,6 +131,20 @@ pub(super) fn auth(
         api_keys,
         api_key_header,
         protect_admin: a.protect_admin.unwrap_or(required),
+        admin_access: RouteAccess {
+            require_claims: a
+                .admin_require_claims
+                .iter()
+                .flatten()
+                .map(|(claim, value)| (claim.clone(), value.clone()))
+                .collect(),
+            require_scopes: scopes(
+                errors,
+                "auth.admin_require_scopes",
+                a.admin_require_scopes.as_deref(),
+            ),
+            ..RouteAccess::default()
+        },
     };
     if required && !config.can_verify() {
         let key = if env.get("AUTH_REQUIRED").is_some() {
@@ -136,6 +168,37 @@ pub(super) fn auth(
     config
 }
 
+/// Headers a claim may fill: not ones with their own meaning to the gateway, the upstream
+/// or the browser (they are removed from every request, so the client loses them too).
+fn identity_header(name: HeaderName) -> Result<HeaderName, String> {
+    const OWNED: &[&str] = &[
+        "authorization",
+        "cookie",
+        "forwarded",
+        "origin",
+        "traceparent",
+        "tracestate",
+        "x-api-key",
+        "x-request-id",
+    ];
+    if OWNED.contains(&name.as_str()) || name.as_str().starts_with("x-forwarded-") {
+        Err(format!(
+            "{name} has its own meaning and cannot carry a claim"
+        ))
+    } else {
+        Ok(name)
+    }
+}
+
+/// At least 100 ms: the floor of how often a provider is asked for keys.
+fn at_least_100ms(d: Duration) -> Result<Duration, String> {
+    if d < Duration::from_millis(100) {
+        Err("must be at least 100ms".to_owned())
+    } else {
+        Ok(d)
+    }
+}
+
 fn at_most_an_hour(d: Duration) -> Result<Duration, String> {
     if d > Duration::from_secs(3600) {
         Err("must be at most 1h".to_owned())
@@ -148,6 +211,23 @@ fn issuer(errors: &mut Errors, at: &str, raw: &RawIssuer) -> Option<IssuerConfig
     let before = errors.0.len();
     if raw.issuer.trim().is_empty() {
         errors.push(format!("{at}.issuer"), "must not be empty");
+    }
+    if raw
+        .audiences
+        .as_ref()
+        .is_none_or(|a| a.is_empty() || a.iter().any(String::is_empty))
+    {
+        errors.push(
+            format!("{at}.audiences"),
+            "is required: the `aud` values meant for this gateway (without it any token the \
+             provider issues, to any of its clients, would pass)",
+        );
+    }
+    if raw.algorithms.as_ref().is_some_and(Vec::is_empty) {
+        errors.push(
+            format!("{at}.algorithms"),
+            "must name at least one algorithm",
+        );
     }
     let algorithms = match &raw.algorithms {
         None => ASYMMETRIC.to_vec(),
@@ -187,6 +267,22 @@ fn issuer(errors: &mut Errors, at: &str, raw: &RawIssuer) -> Option<IssuerConfig
                     return None;
                 }
             };
+            if String::from_utf8_lossy(&pem).contains("PRIVATE KEY") {
+                let key_at = if key.pem.is_some() { "pem" } else { "pem_file" };
+                errors.push(
+                    format!("{at}.{key_at}"),
+                    "is a private key: give the issuer's public key (openssl pkey -pubout)",
+                );
+                return None;
+            }
+            if let Some(kid) = &key.kid {
+                if !crate::auth::plausible_kid(kid) {
+                    errors.push(
+                        format!("{at}.kid"),
+                        "expected letters, digits and -_.=+/: (no path segments)",
+                    );
+                }
+            }
             let decoded = match algorithm.family() {
                 AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
                 AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
@@ -204,6 +300,17 @@ fn issuer(errors: &mut Errors, at: &str, raw: &RawIssuer) -> Option<IssuerConfig
             })
         })
         .collect::<Vec<_>>();
+    let mut kids = HashSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        if let Some(kid) = &key.kid {
+            if !kids.insert(kid.as_str()) {
+                errors.push(
+                    format!("{at}.keys[{i}].kid"),
+                    "duplicates an earlier key's kid",
+                );
+            }
+        }
+    }
     let jwks = raw.jwks_url.as_deref().and_then(|url| {
         let url = errors.check(&format!("{at}.jwks_url"), parse_jwks_url(url))?;
         let duration = |errors: &mut Errors, key: &str, raw: &Option<RawDuration>, default| {
@@ -213,7 +320,7 @@ fn issuer(errors: &mut Errors, at: &str, raw: &RawIssuer) -> Option<IssuerConfig
                 })
                 .unwrap_or(default)
         };
-        Some(JwksConfig {
+        let config = JwksConfig {
             url,
             refresh: duration(
                 errors,
@@ -221,13 +328,24 @@ fn issuer(errors: &mut Errors, at: &str, raw: &RawIssuer) -> Option<IssuerConfig
                 &raw.jwks_refresh,
                 Duration::from_secs(600),
             ),
-            min_interval: duration(
-                errors,
-                "jwks_min_interval",
-                &raw.jwks_min_interval,
-                Duration::from_secs(10),
-            ),
-        })
+            min_interval: raw
+                .jwks_min_interval
+                .as_ref()
+                .and_then(|d| {
+                    errors.check(
+                        &format!("{at}.jwks_min_interval"),
+                        d.parse().and_then(at_least_100ms),
+                    )
+                })
+                .unwrap_or(Duration::from_secs(10)),
+        };
+        if config.refresh < config.min_interval {
+            errors.push(
+                format!("{at}.jwks_refresh"),
+                "must be at least jwks_min_interval",
+            );
+        }
+        Some(config)
     });
     if raw.jwks_url.is_none() && raw.keys.as_ref().is_none_or(Vec::is_empty) {
         errors.push(at, "needs a jwks_url or at least one entry in keys");
@@ -255,13 +373,22 @@ fn asymmetric_algorithm(name: &str) -> Result<Algorithm, String> {
 
 fn parse_jwks_url(text: &str) -> Result<Uri, String> {
     let uri: Uri = text.parse().map_err(|_| format!("not a URL: {text:?}"))?;
-    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-    if !scheme_ok || uri.host().is_none_or(str::is_empty) {
-        return Err(format!(
-            "expected an http or https URL with a host, got {text:?}"
-        ));
+    let host = uri.host().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        _ if host.is_empty() => Err(format!("expected an https URL with a host, got {text:?}")),
+        Some("https") => Ok(uri),
+        // Keys fetched in clear text could be swapped by anyone on the path.
+        Some("http") if loopback => Ok(uri),
+        Some("http") => Err(format!(
+            "must be https (plain http is allowed only for loopback hosts), got {text:?}"
+        )),
+        _ => Err(format!("expected an https URL with a host, got {text:?}")),
     }
-    Ok(uri)
 }
 
 fn api_keys(errors: &mut Errors, raw: &RawConfig) -> Vec<ApiKeyConfig> {
@@ -281,6 +408,11 @@ fn api_keys(errors: &mut Errors, raw: &RawConfig) -> Vec<ApiKeyConfig> {
         let Some(sha256) = errors.check(&at("sha256"), parse_sha256(&key.sha256)) else {
             continue;
         };
+        // The SHA-256 of nothing: what `printf %s "$KEY" | sha256sum` gives with $KEY unset.
+        const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        if key.sha256.trim().eq_ignore_ascii_case(EMPTY) {
+            errors.push(at("sha256"), "is the hash of an empty key (was $KEY set?)");
+        }
         if !hashes.insert(sha256) {
             errors.push(at("sha256"), "duplicates an earlier key's hash");
         }
@@ -376,21 +508,18 @@ pub(super) fn route_access(
             "is false, but the route requires claims or scopes",
         );
     }
-    let token_cookie = raw.token_cookie.as_deref().and_then(|name| {
-        let ok = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !ok {
-            errors.push(at("token_cookie"), format!("invalid cookie name {name:?}"));
-        }
-        ok.then(|| name.to_owned())
-    });
+    let token_cookie = raw
+        .token_cookie
+        .as_deref()
+        .and_then(|name| errors.check(&at("token_cookie"), parse_cookie_name(name)));
     let cors = raw
         .cors
         .as_ref()
-        .and_then(|cors| self::cors(errors, &at("cors"), cors, methods));
+        .and_then(|cors| super::cors::cors(errors, &at("cors"), cors, methods));
     let ips = |errors: &mut Errors, key: &str, list: &Option<Vec<String>>| {
+        if list.as_ref().is_some_and(Vec::is_empty) {
+            errors.push(at(key), "is empty: leave it out instead (an empty allow list reads as \"nobody\" but would mean \"anybody\")");
+        }
         let items: Vec<&str> = list.iter().flatten().map(String::as_str).collect();
         parse_cidrs(errors, &at(key), &items)
     };
@@ -404,128 +533,5 @@ pub(super) fn route_access(
         cors,
         allow_ips: ips(errors, "allow_ips", &raw.allow_ips),
         deny_ips: ips(errors, "deny_ips", &raw.deny_ips),
-    }
-}
-
-fn cors(
-    errors: &mut Errors,
-    at: &str,
-    raw: &RawCors,
-    route_methods: Option<&[Method]>,
-) -> Option<CorsConfig> {
-    let before = errors.0.len();
-    if raw.allow_origins.is_empty() {
-        errors.push(
-            format!("{at}.allow_origins"),
-            "must name at least one origin",
-        );
-    }
-    let origins: Vec<OriginRule> = raw
-        .allow_origins
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| errors.check(&format!("{at}.allow_origins[{i}]"), origin_rule(o)))
-        .collect();
-    let methods = match &raw.allow_methods {
-        Some(list) => list
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| errors.check(&format!("{at}.allow_methods[{i}]"), parse_method(m)))
-            .collect(),
-        None => route_methods.map(<[Method]>::to_vec).unwrap_or_else(|| {
-            vec![
-                Method::GET,
-                Method::HEAD,
-                Method::POST,
-                Method::PUT,
-                Method::PATCH,
-                Method::DELETE,
-            ]
-        }),
-    };
-    let header_list = |errors: &mut Errors, key: &str, list: &[String]| -> Vec<HeaderName> {
-        list.iter()
-            .enumerate()
-            .filter_map(|(i, h)| errors.check(&format!("{at}.{key}[{i}]"), parse_header_name(h)))
-            .collect()
-    };
-    let headers = match raw.allow_headers.as_deref() {
-        Some([star]) if star == "*" => AllowedHeaders::Any,
-        Some(list) => AllowedHeaders::List(header_list(errors, "allow_headers", list)),
-        None => AllowedHeaders::List(vec![
-            http::header::AUTHORIZATION,
-            http::header::CONTENT_TYPE,
-        ]),
-    };
-    let expose_headers = header_list(
-        errors,
-        "expose_headers",
-        raw.expose_headers.as_deref().unwrap_or_default(),
-    );
-    let credentials = raw.allow_credentials.unwrap_or(false);
-    if credentials && origins.contains(&OriginRule::Any) {
-        errors.push(
-            format!("{at}.allow_origins"),
-            "\"*\" cannot be used with allow_credentials (browsers refuse it); list the origins",
-        );
-    }
-    if credentials && headers == AllowedHeaders::Any {
-        errors.push(
-            format!("{at}.allow_headers"),
-            "\"*\" cannot be used with allow_credentials (browsers refuse it); list the headers",
-        );
-    }
-    let max_age = raw
-        .max_age
-        .as_ref()
-        .and_then(|d| errors.check(&format!("{at}.max_age"), d.parse()))
-        .unwrap_or(Duration::from_secs(600));
-    (errors.0.len() == before).then_some(CorsConfig {
-        origins,
-        methods,
-        headers,
-        expose_headers,
-        credentials,
-        max_age,
-    })
-}
-
-/// `*`, `https://app.example.com[:port]` or `https://*.example.com[:port]`.
-fn origin_rule(text: &str) -> Result<OriginRule, String> {
-    let text = text.trim().to_ascii_lowercase();
-    if text == "*" {
-        return Ok(OriginRule::Any);
-    }
-    let bad = || {
-        format!(
-            "expected \"*\" or an origin like https://app.example.com or \
-             https://*.example.com (scheme and host, no path), got {text:?}"
-        )
-    };
-    let (scheme, host) = text.split_once("://").ok_or_else(bad)?;
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]*".contains(&b));
-    if !matches!(scheme, "http" | "https") || !host_ok {
-        return Err(bad());
-    }
-    match host.strip_prefix("*.") {
-        Some(suffix) => {
-            // `*.localhost` is allowed too, for development.
-            let domain = suffix.split(':').next().unwrap_or_default();
-            if suffix.contains('*') || !(domain.contains('.') || domain == "localhost") {
-                return Err(format!(
-                    "a wildcard needs a domain of at least two labels after it \
-                     (https://*.example.com), got {text:?}"
-                ));
-            }
-            Ok(OriginRule::Subdomains {
-                scheme: scheme.to_owned(),
-                suffix: format!(".{suffix}"),
-            })
-        }
-        None if host.contains('*') => Err(bad()),
-        None => Ok(OriginRule::Exact(text.clone())),
     }
 }

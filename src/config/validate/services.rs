@@ -167,6 +167,7 @@ pub(super) fn services(
                 }
                 other => other,
             },
+            service_routes: file.service_routes,
         };
         services.insert(name.clone(), service);
     }

@@ -104,6 +104,24 @@ fn client_ip_walks_past_trusted_hops_only() {
 }
 
 #[test]
+fn forwarded_hops_with_ports_are_read_and_unreadable_ones_make_the_client_unknown() {
+    let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let peer: IpAddr = "10.0.0.5".parse().unwrap();
+    let client = |xff: &str| client_ip(peer, true, &map(&[("x-forwarded-for", xff)]), &trusted);
+    assert_eq!(client("1.2.3.4:5678"), "1.2.3.4".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        client("[2001:db8::1]:443"),
+        "2001:db8::1".parse::<IpAddr>().unwrap()
+    );
+    // Never the trusted proxy's own address, which an allow list may admit.
+    assert_eq!(client("unknown"), "0.0.0.0".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        client("1.2.3.4, garbage"),
+        "0.0.0.0".parse::<IpAddr>().unwrap()
+    );
+}
+
+#[test]
 fn request_ids_are_kept_only_when_valid() {
     assert!(is_valid_request_id(b"abc-123"));
     assert!(is_valid_request_id(&[b'a'; 128]));

@@ -38,6 +38,7 @@ pub(crate) fn service_config(weights: &[u32], balancer: BalancerKind) -> Service
         health_check: None,
         max_retries: 2,
         max_in_flight_per_endpoint: None,
+        service_routes: None,
     }
 }
 
