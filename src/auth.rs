@@ -143,24 +143,17 @@ impl Auth {
     async fn verify(&self, credential: Credential<'_>) -> Result<Identity, GatewayError> {
         match credential {
             Credential::Token(token) => {
-                let identity = self
-                    .jwt
-                    .verify(token)
-                    .await
-                    .map(Identity::from_claims)
-                    .map_err(unauthorized)?;
-                // An identity that cannot be forwarded would pass as anonymous upstream.
-                identity
-                    .check_forwardable(&self.claims_to_headers)
-                    .map_err(unauthorized)?;
-                Ok(identity)
+                let claims = self.jwt.verify(token).await.map_err(unauthorized)?;
+                Identity::from_claims(claims, &self.claims_to_headers).map_err(unauthorized)
             }
             Credential::ApiKey([]) => Err(unauthorized("the API key is empty")),
             Credential::ApiKey(key) => self
                 .api_keys
                 .find(key)
-                .map(Identity::from_api_key)
-                .ok_or_else(|| unauthorized("the API key is not valid")),
+                .ok_or_else(|| unauthorized("the API key is not valid"))
+                .and_then(|key| {
+                    Identity::from_api_key(key, &self.claims_to_headers).map_err(unauthorized)
+                }),
         }
     }
 
@@ -238,9 +231,9 @@ impl Auth {
         }
     }
 
-    /// Copies the identity's configured claims to upstream headers.
+    /// Sets the identity's headers (its mapped claims) on the upstream request.
     pub fn apply(&self, identity: &Identity, headers: &mut HeaderMap) {
-        identity.apply(&self.claims_to_headers, headers);
+        identity.apply(headers);
     }
 
     /// Starts the JWKS refreshers, until `stop`.

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,16 +33,16 @@ const MAX_JWKS_BYTES: usize = 512 * 1024;
 /// Connect plus the whole response.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A key and the validation that goes with it (algorithms, issuer, audiences, leeway).
+/// A key and the algorithms it may verify (its own, within the issuer's).
 pub struct VerifyKey {
     pub kid: Option<String>,
     pub key: DecodingKey,
-    pub validation: Validation,
+    pub algorithms: Vec<Algorithm>,
 }
 
 pub struct KeyStore {
     pub issuer: String,
-    template: Validation,
+    pub audiences: Vec<String>,
     algorithms: Vec<Algorithm>,
     static_keys: Vec<Arc<VerifyKey>>,
     jwks: Option<Jwks>,
@@ -84,16 +84,10 @@ pub struct KeyStoreStats {
 }
 
 impl KeyStore {
-    pub fn new(config: &IssuerConfig, leeway: Duration) -> Result<KeyStore, String> {
-        let mut template = Validation::new(Algorithm::RS256);
-        template.leeway = leeway.as_secs();
-        template.validate_nbf = true;
-        template.set_issuer(&[&config.issuer]);
-        template.set_audience(&config.audiences);
-        template.set_required_spec_claims(&["exp", "iss", "aud"]);
+    pub fn new(config: &IssuerConfig) -> Result<KeyStore, String> {
         let mut store = KeyStore {
             issuer: config.issuer.clone(),
-            template,
+            audiences: config.audiences.clone(),
             algorithms: config.algorithms.clone(),
             static_keys: Vec::new(),
             jwks: None,
@@ -117,16 +111,14 @@ impl KeyStore {
     }
 
     fn verify_key(&self, kid: Option<String>, key: DecodingKey, algs: &[Algorithm]) -> VerifyKey {
-        let mut validation = self.template.clone();
-        validation.algorithms = algs
-            .iter()
-            .copied()
-            .filter(|a| self.algorithms.contains(a))
-            .collect();
         VerifyKey {
             kid,
             key,
-            validation,
+            algorithms: algs
+                .iter()
+                .copied()
+                .filter(|a| self.algorithms.contains(a))
+                .collect(),
         }
     }
 
@@ -153,7 +145,7 @@ impl KeyStore {
             .iter()
             .chain(fetched.iter().flat_map(|keys| keys.iter()))
             .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
-            .filter(|k| k.validation.algorithms.contains(&alg))
+            .filter(|k| k.algorithms.contains(&alg))
             .cloned()
             .collect()
     }
@@ -264,7 +256,7 @@ impl KeyStore {
         };
         let key = DecodingKey::from_jwk(jwk).ok()?;
         let key = self.verify_key(jwk.common.key_id.clone(), key, &pinned);
-        (!key.validation.algorithms.is_empty()).then_some(key)
+        (!key.algorithms.is_empty()).then_some(key)
     }
 
     /// Keeps the JWKS fresh until `stop`: at once, then every `jwks_refresh`; after a failure,
