@@ -13,6 +13,7 @@
 
 mod access;
 mod env;
+mod limits;
 pub mod raw;
 pub mod units;
 mod validate;
@@ -32,6 +33,7 @@ use regex::Regex;
 
 pub use access::*;
 pub use env::{Env, KNOWN_VARS};
+pub use limits::*;
 
 /// The validated configuration. Built by [`Config::load`] or [`Config::from_sources`].
 #[derive(Debug, Clone)]
@@ -109,17 +111,6 @@ pub struct LogConfig {
     pub level: LogLevel,
     /// One JSON line per request. Default is on.
     pub access_log: bool,
-}
-
-/// Validated now; enforced by the rate-limit work (issue #6).
-#[derive(Debug, Clone)]
-pub struct RateLimitConfig {
-    /// `RATE_LIMIT_MAX`. Default is 200 requests.
-    pub max: u64,
-    /// `RATE_LIMIT_WINDOW_MS`. Default is 60 seconds.
-    pub window: Duration,
-    /// `REDIS_URL`. Default is none (in-process state).
-    pub redis_url: Option<String>,
 }
 
 /// Validated now; used by the response cache (issue #8).
@@ -313,6 +304,9 @@ pub struct RouteConfig {
     pub heartbeat: Option<Duration>,
     /// Who may use the route: auth mode, required claims, CORS, IP lists.
     pub access: RouteAccess,
+    /// `rate_limit = { … }` (its own limit and key space) or `false`. Default is none: the
+    /// `[rate_limit]` limit, shared with every other route that has none of its own.
+    pub rate_limit: Option<RouteLimit>,
 }
 
 #[derive(Debug, Clone)]

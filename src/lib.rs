@@ -22,6 +22,7 @@ pub mod demo;
 pub mod error;
 pub mod observe;
 pub mod proxy;
+pub mod ratelimit;
 pub mod realtime;
 pub mod router;
 pub mod runtime;

@@ -36,6 +36,7 @@ use crate::auth::{without_query_param, TokenSources, ACCESS_TOKEN_PARAM};
 use crate::config::HeaderOps;
 use crate::error::{ErrorKind, GatewayError};
 use crate::observe::{Exchange, ExchangeStart};
+use crate::ratelimit::{client_key, Decision};
 use crate::realtime::{sse, ws};
 use crate::router::{normalize_path, Routed};
 use crate::runtime::Runtime;
@@ -173,8 +174,14 @@ pub async fn handle(
         authority,
         has_body,
     };
+    // The rate limit's headers go on every answer once the request was counted.
+    let mut limit = None;
     let Some(cors) = &policy.access.cors else {
-        return serve_route(req, rt, conn, admission, exchange).await;
+        let mut response = serve_route(req, rt, conn, admission, exchange, &mut limit).await;
+        if let Some(limit) = limit {
+            limit.set_headers(response.headers_mut());
+        }
+        return response;
     };
     // CORS: the gateway answers preflights itself, and owns the CORS headers of every other
     // answer on the route, its own errors included (so scripts can read a 401 or 429).
@@ -189,7 +196,10 @@ pub async fn handle(
             }
         };
     }
-    let mut response = serve_route(req, rt, conn, admission, exchange).await;
+    let mut response = serve_route(req, rt, conn, admission, exchange, &mut limit).await;
+    if let Some(limit) = limit {
+        limit.set_headers(response.headers_mut());
+    }
     crate::cors::decorate(cors, origin, response.headers_mut());
     response
 }
@@ -219,6 +229,7 @@ async fn serve_route(
     conn: &ConnInfo,
     admission: Admission<'_>,
     exchange: Arc<Exchange>,
+    limit: &mut Option<Decision>,
 ) -> Response<GatewayBody> {
     let has_body = admission.has_body;
     if !admission.ip_admitted() {
@@ -280,6 +291,20 @@ async fn serve_route(
         Ok(identity) => identity,
         Err(error) => return refuse(error, exchange, has_body),
     };
+    if let Some(named) = &policy.rate_limit {
+        let key = client_key(
+            &named.policy.key,
+            client_ip,
+            req.headers(),
+            identity.as_ref(),
+        );
+        let decision = rt.limiter.check(named, key).await;
+        let refused = (!decision.allowed()).then(|| decision.refusal());
+        *limit = Some(decision);
+        if let Some(error) = refused {
+            return refuse(error, exchange, has_body);
+        }
+    }
     // A WebSocket: the client's handshake is checked now, its connection taken over later.
     let client_upgrade = if upgrade {
         match ws::check_client_handshake(req.method(), req.version(), req.headers()) {

@@ -27,8 +27,9 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::config::{Config, HeaderOps, MatchKind, Rewrite, RouteAccess};
+use crate::config::{Config, HeaderOps, MatchKind, Rewrite, RouteAccess, RouteLimit};
 use crate::error::{ErrorKind, GatewayError};
+use crate::ratelimit::NamedPolicy;
 use crate::upstream::Service;
 
 pub use path::{normalize_path, PathError};
@@ -59,6 +60,8 @@ pub struct RoutePolicy {
     pub websocket_only: bool,
     /// Auth mode, required claims, token sources, CORS, IP lists.
     pub access: RouteAccess,
+    /// The limit counted for this route's requests, if any.
+    pub rate_limit: Option<Arc<NamedPolicy>>,
 }
 
 pub struct Router {
@@ -96,6 +99,12 @@ impl Router {
         services: &BTreeMap<String, Arc<Service>>,
     ) -> Result<Router, String> {
         let (routes, sse) = (&config.routes, &config.sse);
+        let default_limit = config.rate_limit.enabled.then(|| {
+            Arc::new(NamedPolicy::new(
+                "default",
+                config.rate_limit.policy.clone(),
+            ))
+        });
         let mut config_routes: HashMap<String, Vec<Arc<RoutePolicy>>> = HashMap::new();
         for route in routes {
             let service = services.get(&route.service).ok_or_else(|| {
@@ -123,6 +132,13 @@ impl Router {
                 heartbeat: route.heartbeat.or(sse.heartbeat),
                 websocket_only: false,
                 access: route.access.clone(),
+                rate_limit: match &route.rate_limit {
+                    None => default_limit.clone(),
+                    Some(RouteLimit::Off) => None,
+                    Some(RouteLimit::Own(policy)) => {
+                        Some(Arc::new(NamedPolicy::new(&route.path, policy.clone())))
+                    }
+                },
             };
             config_routes
                 .entry(route.path.clone())
@@ -176,6 +192,7 @@ impl Router {
                     token_query: prefix != "/api",
                     ..RouteAccess::default()
                 },
+                rate_limit: default_limit.clone(),
             };
             (name.to_owned(), Arc::new(policy))
         };

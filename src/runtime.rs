@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::observe::Live;
+use crate::ratelimit::Limiter;
 use crate::router::Router;
 use crate::upstream::Service;
 
@@ -20,6 +21,7 @@ pub struct Runtime {
     pub router: Router,
     pub services: BTreeMap<String, Arc<Service>>,
     pub auth: Auth,
+    pub limiter: Limiter,
     pub access_log: bool,
     pub max_request_body: u64,
     pub max_header_bytes: usize,
@@ -44,6 +46,7 @@ impl Runtime {
             router,
             services,
             auth: Auth::new(&config.auth)?,
+            limiter: Limiter::new(&config.rate_limit)?,
             access_log: config.log.access_log && config.log.level.as_filter() != "off",
             max_request_body: config.server.max_request_body,
             max_header_bytes: config.server.max_header_bytes,

@@ -2,66 +2,11 @@
 //! access log, `token`, `demo`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
+use crate::support::process::{gateway_command, sluice, start, workdir};
 use crate::support::{closed_port, Upstream};
-
-fn sluice(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command.current_dir(dir);
-    for var in sluice::config::KNOWN_VARS {
-        command.env_remove(var);
-    }
-    command.env_remove("RUST_LOG");
-    command
-}
-
-fn workdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-cli-{}", crate::server::uuid_like()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Kills the child on drop, so a failing test never leaves a gateway running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawns `command` (which must listen on `port`) and waits until it accepts connections.
-async fn start(mut command: Command, port: u16) -> Running {
-    let child = Running(command.spawn().unwrap());
-    tokio::task::spawn_blocking(move || wait_for_port(port))
-        .await
-        .unwrap();
-    child
-}
-
-/// `sluice` serving on a free loopback port.
-fn gateway_command(port: u16) -> Command {
-    let mut command = sluice(&workdir());
-    command
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1");
-    command
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listened on {port} within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn check_lists_every_error_and_exits_2() {

@@ -129,7 +129,11 @@ async fn forgeries_get_401_and_never_reach_the_upstream() {
     // One character changed mid-signature (the last one may only carry padding bits).
     let mut bad_signature = good.clone().into_bytes();
     let middle = good.rfind('.').unwrap() + 100;
-    bad_signature[middle] = if bad_signature[middle] == b'A' { b'B' } else { b'A' };
+    bad_signature[middle] = if bad_signature[middle] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
     let bad_signature = String::from_utf8(bad_signature).unwrap();
     let truncated = good.rsplit_once('.').unwrap().0.to_owned();
     let mut path_kid = Header::new(Algorithm::RS256);

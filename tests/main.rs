@@ -15,6 +15,7 @@ mod framing;
 mod jwt;
 mod limits;
 mod pools;
+mod ratelimit;
 mod routing;
 mod server;
 mod streams;

@@ -59,6 +59,8 @@ async fn a_dead_endpoint_is_dropped_without_client_errors_and_readmitted_after_o
         &urls,
         "breaker = { consecutive_failures = 3, open_for = \"3s\" }",
     );
+    // Hundreds of requests a second: over the default rate limit, which is not the point here.
+    let toml = format!("[rate_limit]\nenabled = false\n{toml}");
     let gw = TestGateway::start(&toml, &[]).await;
     let failures = Arc::new(AtomicUsize::new(0));
     let sent = Arc::new(AtomicUsize::new(0));

@@ -44,6 +44,7 @@ pub fn admin_stats(rt: &Runtime) -> Value {
             "ws": in_flight(StreamKind::WebSocket),
         },
         "auth": rt.auth.stats(),
+        "rateLimit": rt.limiter.stats(),
     })
 }
 

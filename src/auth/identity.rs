@@ -10,6 +10,7 @@ pub struct Identity {
     claims: Map<String, Value>,
     /// The upstream headers its claims map to, worked out once when it was verified.
     headers: Vec<(HeaderName, HeaderValue)>,
+    api_key: bool,
 }
 
 impl Identity {
@@ -20,7 +21,11 @@ impl Identity {
         claims_to_headers: &[(String, HeaderName)],
     ) -> Result<Identity, &'static str> {
         let headers = forwarded_headers(&claims, claims_to_headers)?;
-        Ok(Identity { claims, headers })
+        Ok(Identity {
+            claims,
+            headers,
+            api_key: false,
+        })
     }
 
     /// An API key's identity: its id as `sub`, its scopes as `scope`.
@@ -31,7 +36,22 @@ impl Identity {
         let mut claims = Map::new();
         claims.insert("sub".into(), Value::from(key.id.as_str()));
         claims.insert("scope".into(), Value::from(key.scopes.join(" ")));
-        Identity::from_claims(claims, claims_to_headers)
+        let mut identity = Identity::from_claims(claims, claims_to_headers)?;
+        identity.api_key = true;
+        Ok(identity)
+    }
+
+    /// Who it is: `sub` (Aegis's `userId` when absent; an API key's id).
+    pub fn subject(&self) -> Option<&str> {
+        self.claims
+            .get("sub")
+            .or_else(|| self.claims.get("userId"))
+            .and_then(Value::as_str)
+    }
+
+    /// Whether it came from an API key rather than a token.
+    pub fn is_api_key(&self) -> bool {
+        self.api_key
     }
 
     /// The route's `require_claims` and `require_scopes`; the message says what is missing.
@@ -145,13 +165,21 @@ mod tests {
             "roles": ["reader", "admin"], "level": 3, "scope": "a:read b:write", "scp": ["c"]
         }));
         let access = |claims: &[(&str, &str)], scopes: &[&str]| RouteAccess {
-            require_claims: claims.iter().map(|(c, v)| ((*c).into(), (*v).into())).collect(),
+            require_claims: claims
+                .iter()
+                .map(|(c, v)| ((*c).into(), (*v).into()))
+                .collect(),
             require_scopes: scopes.iter().map(|s| (*s).into()).collect(),
             ..RouteAccess::default()
         };
-        assert!(who.satisfies(&access(&[("roles", "admin"), ("level", "3")], &[])).is_ok());
+        assert!(who
+            .satisfies(&access(&[("roles", "admin"), ("level", "3")], &[]))
+            .is_ok());
         assert!(who.satisfies(&access(&[("roles", "owner")], &[])).is_err());
         assert!(who.satisfies(&access(&[], &["b:write", "c"])).is_ok());
-        assert!(who.satisfies(&access(&[], &["a"])).is_err(), "scopes match whole words");
+        assert!(
+            who.satisfies(&access(&[], &["a"])).is_err(),
+            "scopes match whole words"
+        );
     }
 }

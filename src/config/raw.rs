@@ -109,9 +109,38 @@ pub struct RawApiKey {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
+    pub enabled: Option<bool>,
     pub max: Option<u64>,
     pub window: Option<RawDuration>,
+    pub algorithm: Option<String>,
+    pub burst: Option<u64>,
+    pub key: Option<String>,
+    pub store: Option<String>,
     pub redis_url: Option<String>,
+    pub redis_timeout: Option<RawDuration>,
+    pub on_store_error: Option<String>,
+    pub memory_max_keys: Option<usize>,
+}
+
+/// A route's `rate_limit = false` or `rate_limit = { max = 10, … }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "false or a table such as { max = 10, window = \"1m\" }"
+)]
+pub enum RawRouteLimit {
+    Flag(bool),
+    Policy(RawRoutePolicy),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutePolicy {
+    pub max: Option<u64>,
+    pub window: Option<RawDuration>,
+    pub algorithm: Option<String>,
+    pub burst: Option<u64>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +287,7 @@ pub struct RawRoute {
     pub cors: Option<RawCors>,
     pub allow_ips: Option<Vec<String>>,
     pub deny_ips: Option<Vec<String>>,
+    pub rate_limit: Option<RawRouteLimit>,
 }
 
 /// A route's `auth = true | false | "optional"`.

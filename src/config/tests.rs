@@ -18,8 +18,8 @@ fn defaults_match_the_seeds() {
     assert_eq!(config.server.env, Environment::Development);
     assert_eq!(config.log.level, LogLevel::Info);
     assert!(!config.auth.required);
-    assert_eq!(config.rate_limit.max, 200);
-    assert_eq!(config.rate_limit.window, Duration::from_secs(60));
+    assert_eq!(config.rate_limit.policy.max, 200);
+    assert_eq!(config.rate_limit.policy.window, Duration::from_secs(60));
     assert!(!config.cache.enabled);
     assert_eq!(config.cache.default_ttl, Duration::from_secs(5));
     assert_eq!(config.cache.max_body_bytes, 262_144);
@@ -58,7 +58,7 @@ fn seed_env_vars_are_read() {
     assert_eq!(users.upstreams[0].authority.as_str(), "localhost:3001");
     assert_eq!(users.response_timeout, Duration::from_millis(1500));
     assert_eq!(config.services["billing"].upstreams.len(), 2);
-    assert_eq!(config.rate_limit.max, 10);
+    assert_eq!(config.rate_limit.policy.max, 10);
     assert!(config.cache.enabled);
     assert_eq!(
         config.rate_limit.redis_url.as_deref(),
@@ -522,3 +522,52 @@ fn a_service_breaker_overrides_the_defaults_key_by_key() {
 }
 
 mod access;
+
+#[test]
+fn rate_limit_settings_are_checked_by_key() {
+    let toml = r#"
+[rate_limit]
+algorithm = "leaky"
+key = "cookie:x"
+burst = 5
+store = "redis"
+on_store_error = "panic"
+redis_timeout = "10s"
+[services.s]
+upstreams = ["http://127.0.0.1:1"]
+[[routes]]
+path = "/a"
+service = "s"
+rate_limit = { max = 0, window = "0s", algorithm = "gcra", burst = 0, key = "header:bad header" }
+[[routes]]
+path = "/b"
+service = "s"
+rate_limit = true
+"#;
+    let errors = errors_of(Some(toml), &[]).join("\n");
+    for expected in [
+        "rate_limit.algorithm: expected \"sliding_window\", \"gcra\" or \"fixed_window\"",
+        "rate_limit.key: expected \"ip\", \"user\", \"api_key\" or \"header:<name>\"",
+        "rate_limit.burst: applies only to algorithm = \"gcra\"",
+        "rate_limit.store: is redis, but no REDIS_URL",
+        "rate_limit.on_store_error: expected \"local\", \"allow\" or \"deny\"",
+        "rate_limit.redis_timeout: must be at most 5s",
+        "routes[0].rate_limit.max: must be at least 1",
+        "routes[0].rate_limit.window: must be at least 1ms",
+        "routes[0].rate_limit.burst: must be at least 1",
+        "routes[0].rate_limit.key: invalid header name",
+        "routes[1].rate_limit: expected false or a table",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+    let redis =
+        Config::from_sources(None, &env(&[("REDIS_URL", "redis://127.0.0.1:6379")])).unwrap();
+    assert_eq!(
+        redis.rate_limit.store,
+        StoreKind::Redis,
+        "REDIS_URL selects the Redis store"
+    );
+}

@@ -16,6 +16,7 @@ use super::*;
 
 mod access;
 mod cors;
+mod limits;
 mod pools;
 mod routes;
 mod services;
@@ -81,27 +82,7 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
         access_log: raw.log.access_log.unwrap_or(true),
     };
     let auth = access::auth(&mut errors, &raw, env, server.env);
-    let rate_limit = RateLimitConfig {
-        max: errors.layered(
-            env,
-            "RATE_LIMIT_MAX",
-            parse_positive,
-            "rate_limit.max",
-            raw.rate_limit.max,
-            |n| positive(n).map_err(str::to_owned),
-            200,
-        ),
-        window: errors.layered(
-            env,
-            "RATE_LIMIT_WINDOW_MS",
-            |t| parse_millis(t).and_then(nonzero_duration),
-            "rate_limit.window",
-            raw.rate_limit.window.as_ref(),
-            |d| d.parse().and_then(nonzero_duration),
-            Duration::from_secs(60),
-        ),
-        redis_url: redis_url(&mut errors, env, raw.rate_limit.redis_url.as_deref()),
-    };
+    let rate_limit = limits::rate_limit(&mut errors, &raw, env);
     let cache = CacheConfig {
         enabled: errors.layered(
             env,
@@ -242,7 +223,7 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             !service.is_some_and(|s| raw.unreadable_services.contains(s))
         })
         .filter_map(|(i, raw_route)| {
-            let route = route(&mut errors, i, raw_route.as_ref()?, &services)?;
+            let route = route(&mut errors, i, raw_route.as_ref()?, &services, &rate_limit)?;
             access::check_route_verifiable(&mut errors, i, &route.access, &auth);
             Some(route)
         })
@@ -405,23 +386,6 @@ fn server(errors: &mut Errors, raw: &RawConfig, env: &Env) -> ServerConfig {
         max_connections,
         worker_threads: s.worker_threads,
     }
-}
-
-fn redis_url(errors: &mut Errors, env: &Env, file: Option<&str>) -> Option<String> {
-    let (key, url) = match (env.get("REDIS_URL"), file) {
-        (Some(url), _) => ("REDIS_URL", url),
-        (None, Some(url)) => ("rate_limit.redis_url", url),
-        (None, None) => return None,
-    };
-    let valid = url.starts_with("redis://") || url.starts_with("rediss://");
-    if !valid {
-        errors.push(
-            key,
-            format!("expected a redis:// or rediss:// URL, got {url:?}"),
-        );
-        return None;
-    }
-    Some(url.to_owned())
 }
 
 fn load_tls(errors: &mut Errors, raw: &RawTls) -> Option<TlsConfig> {

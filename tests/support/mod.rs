@@ -4,7 +4,9 @@
 pub mod browser;
 pub mod idp;
 pub mod keys;
+pub mod process;
 pub mod raw;
+pub mod redis;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -16,6 +16,7 @@ pub(super) fn route(
     index: usize,
     raw: &RawRoute,
     services: &BTreeMap<String, ServiceConfig>,
+    limits: &RateLimitConfig,
 ) -> Option<RouteConfig> {
     let at = |key: &str| format!("routes[{index}].{key}");
     let before = errors.0.len();
@@ -96,6 +97,10 @@ pub(super) fn route(
         .as_deref()
         .and_then(|h| errors.check(&at("host"), parse_route_host(h)));
     let access = super::access::route_access(errors, index, raw, methods.as_deref());
+    let rate_limit = raw
+        .rate_limit
+        .as_ref()
+        .and_then(|r| super::limits::route_limit(errors, &at("rate_limit"), r, &limits.policy));
     if errors.0.len() > before {
         return None;
     }
@@ -114,6 +119,7 @@ pub(super) fn route(
         preserve_host: raw.preserve_host,
         heartbeat,
         access,
+        rate_limit,
     })
 }
 

@@ -1,0 +1,249 @@
+//! Rate limiting: how many requests a client may make, decided after auth (so limits can
+//! key by user) and before any upstream is picked.
+//!
+//! A route takes the `[rate_limit]` policy (one budget per client shared by every such
+//! route, the seeds' behaviour) or its own (its own key space), or none. Each check counts one
+//! request for the client's key — IP (IPv6 by /64), user, API key or a header — in the store:
+//! [`memory`] for one instance, [`redis`] for several (with `on_store_error` deciding while
+//! Redis cannot answer). Every answer of a
+//! limited route carries the limit, what is left and when it resets, as `X-RateLimit-*` and
+//! as the IETF `RateLimit-Policy` / `RateLimit` fields; over the limit the answer is 429
+//! `rate_limited` with `Retry-After`, and nothing goes upstream.
+
+mod algorithm;
+mod memory;
+mod redis;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::auth::Identity;
+use crate::config::{LimitKey, LimitPolicy, RateLimitConfig, StoreErrorPolicy, StoreKind};
+use crate::error::{ErrorKind, GatewayError};
+pub use algorithm::Verdict;
+use memory::MemoryStore;
+use redis::RedisStore;
+
+pub struct Limiter {
+    memory: MemoryStore,
+    redis: Option<RedisStore>,
+    on_store_error: StoreErrorPolicy,
+}
+
+/// A policy with the name its headers and store keys use.
+pub struct NamedPolicy {
+    pub name: Arc<str>,
+    pub policy: LimitPolicy,
+    /// `RateLimit-Policy`, rendered once.
+    policy_header: HeaderValue,
+}
+
+/// The outcome of one check, for the response headers.
+pub struct Decision {
+    policy: Arc<NamedPolicy>,
+    verdict: Verdict,
+}
+
+/// What a client is counted by.
+#[derive(Hash, PartialEq, Eq, Debug)]
+pub enum ClientKey<'a> {
+    Ip(IpAddr),
+    Text(&'a str),
+}
+
+impl std::fmt::Display for ClientKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientKey::Ip(ip) => write!(f, "ip:{ip}"),
+            ClientKey::Text(text) => write!(f, "k:{text}"),
+        }
+    }
+}
+
+impl NamedPolicy {
+    pub fn new(name: &str, policy: LimitPolicy) -> NamedPolicy {
+        // An sf-string: printable ASCII without `"` or `\` (route paths qualify).
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let rendered = format!(
+            "\"{name}\";q={};w={}",
+            policy.max,
+            policy.window.as_secs().max(1)
+        );
+        NamedPolicy {
+            policy_header: HeaderValue::from_str(&rendered)
+                .unwrap_or(HeaderValue::from_static("\"default\"")),
+            name: Arc::from(name),
+            policy,
+        }
+    }
+}
+
+impl Limiter {
+    pub fn new(config: &RateLimitConfig) -> Result<Limiter, String> {
+        let redis = match (&config.store, &config.redis_url) {
+            (StoreKind::Redis, Some(url)) => Some(RedisStore::new(url, config.redis_timeout)?),
+            _ => None,
+        };
+        Ok(Limiter {
+            memory: MemoryStore::new(config.memory_max_keys),
+            redis,
+            on_store_error: config.on_store_error,
+        })
+    }
+
+    /// Counts one request of `client` under `policy`.
+    pub async fn check(&self, policy: &Arc<NamedPolicy>, client: ClientKey<'_>) -> Decision {
+        let local = || self.memory.check(&policy.policy, (&*policy.name, &client));
+        let verdict = match &self.redis {
+            None => local(),
+            Some(redis) => {
+                let key = format!("sluice:rl:{}:{}", policy.name, client);
+                match redis.check(&policy.policy, &key).await {
+                    Some(verdict) => verdict,
+                    None => match self.on_store_error {
+                        StoreErrorPolicy::Local => local(),
+                        StoreErrorPolicy::Allow => Verdict {
+                            allowed: true,
+                            remaining: policy.policy.max,
+                            reset_us: 0,
+                            retry_us: 0,
+                        },
+                        StoreErrorPolicy::Deny => Verdict {
+                            allowed: false,
+                            remaining: 0,
+                            reset_us: 1_000_000,
+                            retry_us: 1_000_000,
+                        },
+                    },
+                }
+            }
+        };
+        Decision {
+            policy: policy.clone(),
+            verdict,
+        }
+    }
+
+    /// For `/admin/stats`.
+    pub fn stats(&self) -> serde_json::Value {
+        let redis = self.redis.as_ref().map(|r| {
+            serde_json::json!({
+                "available": r.is_available(),
+                "errors": r.errors.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        });
+        serde_json::json!({
+            "store": if self.redis.is_some() { "redis" } else { "memory" },
+            "memoryKeys": self.memory.len(),
+            "redis": redis,
+        })
+    }
+}
+
+/// The key a request is counted by. Identity-based keys fall back to the client address for
+/// requests without one.
+pub fn client_key<'a>(
+    key: &'a LimitKey,
+    client: IpAddr,
+    headers: &'a HeaderMap,
+    identity: Option<&'a Identity>,
+) -> ClientKey<'a> {
+    let text = match key {
+        LimitKey::Ip => None,
+        LimitKey::User => identity.and_then(Identity::subject),
+        LimitKey::ApiKey => identity
+            .filter(|i| i.is_api_key())
+            .and_then(Identity::subject),
+        LimitKey::Header(name) => headers.get(name).and_then(|v| v.to_str().ok()),
+    };
+    match text {
+        Some(text) => ClientKey::Text(text),
+        None => ClientKey::Ip(network(client)),
+    }
+}
+
+/// IPv4 as is; IPv6 by its /64, what one subscriber usually gets.
+fn network(ip: IpAddr) -> IpAddr {
+    match crate::proxy::headers::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
+const X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Whole seconds, rounded up, at least 1 when anything is left.
+fn seconds(us: u64) -> u64 {
+    us.div_ceil(1_000_000)
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.verdict.allowed
+    }
+
+    /// The 429 for a refused request (its headers are set by [`Decision::set_headers`]).
+    pub fn refusal(&self) -> GatewayError {
+        GatewayError::client(
+            ErrorKind::RateLimited,
+            format!(
+                "rate limit of {} requests per {} exceeded",
+                self.policy.policy.max,
+                humantime::format_duration(self.policy.policy.window)
+            ),
+        )
+        .with_retry_after(seconds(self.verdict.retry_us).max(1))
+    }
+
+    /// The limit headers, on every answer of a limited route.
+    pub fn set_headers(&self, headers: &mut HeaderMap) {
+        let reset = seconds(self.verdict.reset_us);
+        let remaining = self.verdict.remaining;
+        headers.insert(X_LIMIT, HeaderValue::from(self.policy.policy.max));
+        headers.insert(X_REMAINING, HeaderValue::from(remaining));
+        headers.insert(X_RESET, HeaderValue::from(reset));
+        headers.insert(RATELIMIT_POLICY, self.policy.policy_header.clone());
+        let current = format!("\"{}\";r={remaining};t={reset}", self.policy.name);
+        if let Ok(value) = HeaderValue::from_str(&current) {
+            headers.insert(RATELIMIT, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let b: IpAddr = "2001:db8:1:2:bbbb::9"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(network(a), network(b));
+        assert_ne!(network(a), network(c));
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(network(mapped), IpAddr::from([10, 1, 2, 3]));
+    }
+}

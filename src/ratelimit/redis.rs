@@ -1,0 +1,194 @@
+//! The shared store: every gateway instance counts in one Redis, so together they enforce
+//! one limit. One Lua script per check does the read, the arithmetic of [`super::algorithm`]
+//! and the write atomically, on Redis's own clock (`TIME`), so gateway clocks never matter;
+//! every key it writes has a TTL.
+//!
+//! Redis can fail or hang, so each call has a short timeout (`redis_timeout`, 50 ms), and a
+//! breaker stands in front: after a failure the store is not asked for a second, then one
+//! request probes it. Meanwhile `on_store_error` decides (count locally, allow, deny), so a
+//! hung Redis costs one timeout per second instead of one per request.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+use super::algorithm::{window_us, Verdict};
+use crate::config::{LimitAlgorithm, LimitPolicy};
+
+/// After a failure, the store is left alone this long before one request probes it.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// KEYS[1]: the counter. ARGV: algorithm (1 sliding, 2 gcra, 3 fixed), max, window µs,
+/// burst. Returns {allowed, remaining, reset µs, retry µs}. Integers go back to Redis as
+/// `%.0f` strings: Lua numbers are doubles, and its default `%.14g` would round µs stamps.
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local alg, max, window, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local function int(x) return string.format('%.0f', x) end
+if alg == 2 then
+  local interval = math.max(math.floor(window / max), 1)
+  local tolerance = interval * burst
+  local tat = tonumber(redis.call('GET', KEYS[1])) or now
+  if tat < now then tat = now end
+  local nxt = tat + interval
+  if nxt - now <= tolerance then
+    redis.call('SET', KEYS[1], int(nxt), 'PX', int(math.ceil((nxt - now) / 1000) + 1))
+    return {1, math.floor((tolerance - (nxt - now)) / interval), nxt - now, 0}
+  end
+  return {0, 0, tat - now, nxt - now - tolerance}
+end
+local index = math.floor(now / window)
+local h = redis.call('HMGET', KEYS[1], 'i', 'c', 'p')
+local i, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
+if i == nil or (i ~= index and i + 1 ~= index) then
+  c, p = 0, 0
+elseif i + 1 == index then
+  c, p = 0, c
+end
+local elapsed = now % window
+local reset = window - elapsed
+local carried = 0
+if alg == 1 then carried = math.floor(p * (window - elapsed) / window) end
+local used = carried + c
+if used < max then
+  redis.call('HSET', KEYS[1], 'i', int(index), 'c', int(c + 1), 'p', int(p))
+  redis.call('PEXPIRE', KEYS[1], int(math.ceil((2 * window - elapsed) / 1000) + 1))
+  return {1, max - used - 1, reset, 0}
+end
+local retry = reset
+if c < max and p > 0 then
+  local room = math.max(max - 1 - c, 0)
+  retry = math.max(window - elapsed - math.floor(room * window / p), 1)
+end
+return {0, 0, reset, retry}
+";
+
+pub struct RedisStore {
+    connection: ConnectionManager,
+    script: Script,
+    timeout: Duration,
+    breaker: Breaker,
+    pub errors: AtomicU64,
+}
+
+/// Closed (`open_until` 0), open until a time, or half-open with one probe out.
+struct Breaker {
+    started: Instant,
+    /// µs since `started`; 0 when closed.
+    open_until: AtomicU64,
+    probing: AtomicBool,
+}
+
+impl RedisStore {
+    /// Connects lazily: a Redis that is down at startup does not stop the gateway.
+    pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("rate_limit.redis_url: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("rate_limit.redis_url: {e}"))?;
+        Ok(RedisStore {
+            connection,
+            script: Script::new(SCRIPT),
+            timeout,
+            breaker: Breaker {
+                started: Instant::now(),
+                open_until: AtomicU64::new(0),
+                probing: AtomicBool::new(false),
+            },
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    /// One request for `key`, or `None` when Redis did not answer (or is being left alone).
+    pub async fn check(&self, policy: &LimitPolicy, key: &str) -> Option<Verdict> {
+        let probe = self.breaker.admit()?;
+        let algorithm = match policy.algorithm {
+            LimitAlgorithm::SlidingWindow => 1,
+            LimitAlgorithm::Gcra => 2,
+            LimitAlgorithm::FixedWindow => 3,
+        };
+        let mut connection = self.connection.clone();
+        let mut invocation = self.script.key(key);
+        invocation
+            .arg(algorithm)
+            .arg(policy.max)
+            .arg(window_us(policy))
+            .arg(policy.burst);
+        let call = invocation.invoke_async::<(u8, u64, u64, u64)>(&mut connection);
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok((allowed, remaining, reset_us, retry_us))) => {
+                self.breaker.close(probe);
+                Some(Verdict {
+                    allowed: allowed == 1,
+                    remaining,
+                    reset_us,
+                    retry_us,
+                })
+            }
+            outcome => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                let error = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.timeout)
+                    ),
+                };
+                self.breaker.open(probe, &error);
+                None
+            }
+        }
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.breaker.open_until.load(Ordering::Relaxed) == 0
+    }
+}
+
+impl Breaker {
+    fn now_us(&self) -> u64 {
+        (self.started.elapsed().as_micros() as u64).max(1)
+    }
+
+    /// Whether this request may ask Redis: always while closed; once the interval is over,
+    /// one request (the probe, `Some(true)`) at a time.
+    fn admit(&self) -> Option<bool> {
+        let open_until = self.open_until.load(Ordering::Acquire);
+        if open_until == 0 {
+            return Some(false);
+        }
+        if self.now_us() < open_until {
+            return None;
+        }
+        self.probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| true)
+    }
+
+    fn close(&self, probe: bool) {
+        if probe {
+            self.open_until.store(0, Ordering::Release);
+            self.probing.store(false, Ordering::Release);
+            tracing::info!("rate-limit store (Redis) answers again");
+        }
+    }
+
+    fn open(&self, probe: bool, error: &str) {
+        let was_closed = self.open_until.load(Ordering::Acquire) == 0;
+        let until = self.now_us() + PROBE_INTERVAL.as_micros() as u64;
+        self.open_until.store(until, Ordering::Release);
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
+        if was_closed {
+            tracing::warn!(%error, "rate-limit store (Redis) failed; on_store_error applies, retrying every second");
+        }
+    }
+}
