@@ -302,7 +302,10 @@ async fn serve_route(
         let refused = (!decision.allowed()).then(|| decision.refusal());
         *limit = Some(decision);
         if let Some(error) = refused {
-            return refuse(error, exchange, has_body);
+            // A small body is read and dropped, so the 429 keeps the connection (and is not
+            // lost to a reset); a larger one closes it.
+            let drained = has_body && drain_small_body(req).await;
+            return refuse(error, exchange, has_body && !drained);
         }
     }
     // A WebSocket: the client's handshake is checked now, its connection taken over later.
@@ -475,6 +478,22 @@ async fn serve_route(
     }
     let body = body.with_lease(lease).with_exchange(exchange);
     Response::from_parts(parts, body)
+}
+
+/// Reads and drops a request body of a declared length up to 64 KiB, within 200 ms. True
+/// when it was read to the end.
+async fn drain_small_body(req: Request<Incoming>) -> bool {
+    const MAX_DRAIN: u64 = 64 * 1024;
+    let small = content_length(req.headers()).is_some_and(|length| length <= MAX_DRAIN);
+    if !small {
+        return false;
+    }
+    let body = http_body_util::Limited::new(req.into_body(), MAX_DRAIN as usize);
+    let read = http_body_util::BodyExt::collect(body);
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), read).await,
+        Ok(Ok(_))
+    )
 }
 
 /// No `Origin` (not a cross-site browser request), the request's own authority, or an origin

@@ -53,11 +53,20 @@ pub enum ClientKey<'a> {
     Text(&'a str),
 }
 
+/// The client part of a Redis key. Text (a header value, a user id) is hashed: it may be a
+/// credential, must not be readable with SCAN or MONITOR, and is kept short.
 impl std::fmt::Display for ClientKey<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClientKey::Ip(ip) => write!(f, "ip:{ip}"),
-            ClientKey::Text(text) => write!(f, "k:{text}"),
+            ClientKey::Text(text) => {
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+                f.write_str("k:")?;
+                for byte in &digest.as_ref()[..16] {
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -75,10 +84,11 @@ impl NamedPolicy {
                 }
             })
             .collect();
+        // The IETF fields count in whole seconds: a window is shown rounded up.
         let rendered = format!(
             "\"{name}\";q={};w={}",
             policy.max,
-            policy.window.as_secs().max(1)
+            policy.window.as_micros().div_ceil(1_000_000).max(1)
         );
         NamedPolicy {
             policy_header: HeaderValue::from_str(&rendered)
@@ -108,7 +118,12 @@ impl Limiter {
         let verdict = match &self.redis {
             None => local(),
             Some(redis) => {
-                let key = format!("sluice:rl:{}:{}", policy.name, client);
+                let algorithm = match policy.policy.algorithm {
+                    crate::config::LimitAlgorithm::SlidingWindow => "sw",
+                    crate::config::LimitAlgorithm::Gcra => "gcra",
+                    crate::config::LimitAlgorithm::FixedWindow => "fw",
+                };
+                let key = format!("sluice:rl:{algorithm}:{}:{}", policy.name, client);
                 match redis.check(&policy.policy, &key).await {
                     Some(verdict) => verdict,
                     None => match self.on_store_error {
@@ -216,7 +231,8 @@ impl Decision {
     /// The limit headers, on every answer of a limited route.
     pub fn set_headers(&self, headers: &mut HeaderMap) {
         let reset = seconds(self.verdict.reset_us);
-        let remaining = self.verdict.remaining;
+        // A GCRA burst above `max` may leave more than the stated limit; never say so.
+        let remaining = self.verdict.remaining.min(self.policy.policy.max);
         headers.insert(X_LIMIT, HeaderValue::from(self.policy.policy.max));
         headers.insert(X_REMAINING, HeaderValue::from(remaining));
         headers.insert(X_RESET, HeaderValue::from(reset));

@@ -136,7 +136,19 @@ impl Router {
                     None => default_limit.clone(),
                     Some(RouteLimit::Off) => None,
                     Some(RouteLimit::Own(policy)) => {
-                        Some(Arc::new(NamedPolicy::new(&route.path, policy.clone())))
+                        // Unique, as (path, match, host) is: `=/p` exact, `/p@host`.
+                        let exact = if route.match_kind == MatchKind::Exact {
+                            "="
+                        } else {
+                            ""
+                        };
+                        let host = route
+                            .host
+                            .as_deref()
+                            .map(|h| format!("@{h}"))
+                            .unwrap_or_default();
+                        let name = format!("{exact}{}{host}", route.path);
+                        Some(Arc::new(NamedPolicy::new(&name, policy.clone())))
                     }
                 },
             };

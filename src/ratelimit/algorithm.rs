@@ -49,9 +49,11 @@ pub fn check(policy: &LimitPolicy, state: Option<State>, now: u64) -> (State, Ve
             };
             let elapsed = now % window;
             let reset_us = window - elapsed;
-            // The sliding estimate counts the part of the previous window still in view.
+            // The sliding estimate counts the part of the previous window still in view,
+            // rounded up: a request just past the edge must not be the (max+1)th.
             let carried = if policy.algorithm == LimitAlgorithm::SlidingWindow {
-                (u128::from(previous) * u128::from(window - elapsed) / u128::from(window)) as u64
+                (u128::from(previous) * u128::from(window - elapsed)).div_ceil(u128::from(window))
+                    as u64
             } else {
                 0
             };
@@ -70,7 +72,14 @@ pub fn check(policy: &LimitPolicy, state: Option<State>, now: u64) -> (State, Ve
                 };
                 (state(current + 1), verdict)
             } else {
-                let retry_us = if current >= policy.max || previous == 0 {
+                let sliding = policy.algorithm == LimitAlgorithm::SlidingWindow;
+                let retry_us = if sliding && current >= policy.max {
+                    // This window's count carries into the next: wait until enough of it
+                    // has slid out of view there.
+                    let keep =
+                        u128::from(policy.max - 1) * u128::from(window) / u128::from(current);
+                    reset_us + (window - keep as u64).max(1)
+                } else if current >= policy.max || previous == 0 {
                     reset_us
                 } else {
                     // When enough of the previous window has slid out of view.
@@ -181,6 +190,18 @@ mod tests {
             10,
             "two windows later, all of it"
         );
+    }
+
+    #[test]
+    fn one_per_window_stays_one_across_the_edge() {
+        let p = policy(LimitAlgorithm::SlidingWindow, 1, 1);
+        let mut s = None;
+        assert_eq!(run(&p, &mut s, 999_999, 1), 1);
+        assert_eq!(run(&p, &mut s, 1_000_001, 1), 0, "just past the edge");
+        let (_, refused) = check(&p, s, 1_000_001);
+        // Allowed again once the previous request has slid wholly out of view.
+        assert_eq!(refused.retry_us, 999_999);
+        assert_eq!(run(&p, &mut s, 2_000_000, 1), 1);
     }
 
     #[test]

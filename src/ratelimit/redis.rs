@@ -24,6 +24,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// burst. Returns {allowed, remaining, reset µs, retry µs}. Integers go back to Redis as
 /// `%.0f` strings: Lua numbers are doubles, and its default `%.14g` would round µs stamps.
 const SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local alg, max, window, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -51,7 +52,7 @@ end
 local elapsed = now % window
 local reset = window - elapsed
 local carried = 0
-if alg == 1 then carried = math.floor(p * (window - elapsed) / window) end
+if alg == 1 then carried = math.ceil(p * ((window - elapsed) / window)) end
 local used = carried + c
 if used < max then
   redis.call('HSET', KEYS[1], 'i', int(index), 'c', int(c + 1), 'p', int(p))
@@ -59,7 +60,9 @@ if used < max then
   return {1, max - used - 1, reset, 0}
 end
 local retry = reset
-if c < max and p > 0 then
+if alg == 1 and c >= max then
+  retry = reset + math.max(window - math.floor((max - 1) * (window / c)), 1)
+elseif c < max and p > 0 then
   local room = math.max(max - 1 - c, 0)
   retry = math.max(window - elapsed - math.floor(room * window / p), 1)
 end
@@ -108,6 +111,12 @@ impl RedisStore {
     /// One request for `key`, or `None` when Redis did not answer (or is being left alone).
     pub async fn check(&self, policy: &LimitPolicy, key: &str) -> Option<Verdict> {
         let probe = self.breaker.admit()?;
+        // A request dropped while it waits (the client went away) must not leave the probe
+        // slot taken, or Redis would never be asked again.
+        let mut guard = ProbeGuard {
+            breaker: &self.breaker,
+            armed: probe,
+        };
         let algorithm = match policy.algorithm {
             LimitAlgorithm::SlidingWindow => 1,
             LimitAlgorithm::Gcra => 2,
@@ -123,6 +132,7 @@ impl RedisStore {
         let call = invocation.invoke_async::<(u8, u64, u64, u64)>(&mut connection);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok((allowed, remaining, reset_us, retry_us))) => {
+                guard.armed = false;
                 self.breaker.close(probe);
                 Some(Verdict {
                     allowed: allowed == 1,
@@ -131,7 +141,17 @@ impl RedisStore {
                     retry_us,
                 })
             }
+            Ok(Err(e)) if is_answer(&e) => {
+                // Redis answered, with an error about this key or script: this request gets
+                // `on_store_error`, the others keep using Redis.
+                guard.armed = false;
+                self.breaker.release(probe);
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "rate-limit store (Redis) refused a check");
+                None
+            }
             outcome => {
+                guard.armed = false;
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 let error = match outcome {
                     Ok(Err(e)) => e.to_string(),
@@ -151,7 +171,37 @@ impl RedisStore {
     }
 }
 
+/// Whether an error came from Redis itself (a script or type error) rather than from not
+/// reaching it: only the latter says the store is down.
+fn is_answer(error: &redis::RedisError) -> bool {
+    !(error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal())
+}
+
+/// Gives the probe slot back (and keeps the breaker open) if a probing request is dropped.
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.open(true, "the probing request was cancelled");
+        }
+    }
+}
+
 impl Breaker {
+    /// Gives back the probe slot without deciding anything.
+    fn release(&self, probe: bool) {
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
+    }
+
     fn now_us(&self) -> u64 {
         (self.started.elapsed().as_micros() as u64).max(1)
     }
