@@ -44,6 +44,9 @@ pub struct NamedPolicy {
 pub struct Decision {
     policy: Arc<NamedPolicy>,
     verdict: Verdict,
+    /// False when nothing was counted (`on_store_error = "allow"`): no headers then, rather
+    /// than made-up numbers.
+    counted: bool,
 }
 
 /// What a client is counted by.
@@ -115,6 +118,7 @@ impl Limiter {
     /// Counts one request of `client` under `policy`.
     pub async fn check(&self, policy: &Arc<NamedPolicy>, client: ClientKey<'_>) -> Decision {
         let local = || self.memory.check(&policy.policy, (&*policy.name, &client));
+        let mut counted = true;
         let verdict = match &self.redis {
             None => local(),
             Some(redis) => {
@@ -128,12 +132,15 @@ impl Limiter {
                     Some(verdict) => verdict,
                     None => match self.on_store_error {
                         StoreErrorPolicy::Local => local(),
-                        StoreErrorPolicy::Allow => Verdict {
-                            allowed: true,
-                            remaining: policy.policy.max,
-                            reset_us: 0,
-                            retry_us: 0,
-                        },
+                        StoreErrorPolicy::Allow => {
+                            counted = false;
+                            Verdict {
+                                allowed: true,
+                                remaining: policy.policy.max,
+                                reset_us: 0,
+                                retry_us: 0,
+                            }
+                        }
                         StoreErrorPolicy::Deny => Verdict {
                             allowed: false,
                             remaining: 0,
@@ -147,6 +154,7 @@ impl Limiter {
         Decision {
             policy: policy.clone(),
             verdict,
+            counted,
         }
     }
 
@@ -180,9 +188,15 @@ pub fn client_key<'a>(
         LimitKey::ApiKey => identity
             .filter(|i| i.is_api_key())
             .and_then(Identity::subject),
-        LimitKey::Header(name) => headers.get(name).and_then(|v| v.to_str().ok()),
+        // The last value: a trusted proxy that appends writes after the client.
+        LimitKey::Header(name) => headers
+            .get_all(name)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok()),
     };
-    match text {
+    // An empty key would be one budget shared by everyone who sends it.
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
         Some(text) => ClientKey::Text(text),
         None => ClientKey::Ip(network(client)),
     }
@@ -230,6 +244,9 @@ impl Decision {
 
     /// The limit headers, on every answer of a limited route.
     pub fn set_headers(&self, headers: &mut HeaderMap) {
+        if !self.counted {
+            return;
+        }
         let reset = seconds(self.verdict.reset_us);
         // A GCRA burst above `max` may leave more than the stated limit; never say so.
         let remaining = self.verdict.remaining.min(self.policy.policy.max);

@@ -136,18 +136,18 @@ impl Router {
                     None => default_limit.clone(),
                     Some(RouteLimit::Off) => None,
                     Some(RouteLimit::Own(policy)) => {
-                        // Unique, as (path, match, host) is: `=/p` exact, `/p@host`.
+                        // Unique, as (path, match, host) is; a space never occurs in a path.
                         let exact = if route.match_kind == MatchKind::Exact {
-                            "="
+                            " exact"
                         } else {
                             ""
                         };
                         let host = route
                             .host
                             .as_deref()
-                            .map(|h| format!("@{h}"))
+                            .map(|h| format!(" host={h}"))
                             .unwrap_or_default();
-                        let name = format!("{exact}{}{host}", route.path);
+                        let name = format!("{}{exact}{host}", route.path);
                         Some(Arc::new(NamedPolicy::new(&name, policy.clone())))
                     }
                 },

@@ -455,3 +455,102 @@ async fn every_algorithm_runs_in_the_redis_script() {
         assert_eq!(stats["rateLimit"]["redis"]["errors"], 0, "{stats}");
     }
 }
+
+#[tokio::test]
+async fn an_idle_connection_redis_closed_is_reopened_without_an_outage() {
+    let up = Upstream::ok().await;
+    let redis = Redis::start();
+    let gw = redis_gateway(
+        &up,
+        &redis,
+        "max = 100\nwindow = \"1h\"\non_store_error = \"deny\"",
+    )
+    .await;
+    assert_eq!(
+        client()
+            .get(gw.url("/api/s/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Redis drops clients idle for a second (managed services and NATs do the same).
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut connection = admin.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("timeout")
+        .arg("1")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    drop(connection);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..3 {
+        let response = client().get(gw.url("/api/s/x")).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "deny would answer 429 had Redis counted as down"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_small_chunked_body_is_drained_and_the_connection_kept() {
+    let up = Upstream::ok().await;
+    let gw = gateway(&up, "max = 1\nwindow = \"1h\"", "").await;
+    assert_eq!(
+        client()
+            .get(gw.url("/api/s/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let chunks = futures_util::stream::iter(
+        ["hello ", "world"].map(|c| Ok::<_, std::io::Error>(Bytes::from(c))),
+    );
+    let refused = client()
+        .post(gw.url("/api/s/x"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(
+        refused.headers().get("connection").is_none(),
+        "closed instead of drained"
+    );
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn an_empty_header_key_counts_by_address() {
+    let up = Upstream::ok().await;
+    let toml = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[rate_limit]\nmax = 1\nwindow = \"1h\"\nkey = \"header:x-client\"\n{}",
+        service("s", &[up.url()])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let from = |ip: &str, client_id: &str| {
+        let request = client()
+            .get(gw.url("/api/s/x"))
+            .header("x-forwarded-for", ip)
+            .header("x-client", client_id);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(from("10.0.0.1", "").await, 200);
+    assert_eq!(
+        from("10.0.0.2", "").await,
+        200,
+        "an empty value is no shared key"
+    );
+    assert_eq!(
+        from("10.0.0.2", " ").await,
+        429,
+        "that address has had its one"
+    );
+}

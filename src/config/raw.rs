@@ -122,15 +122,35 @@ pub struct RawRateLimit {
     pub memory_max_keys: Option<usize>,
 }
 
-/// A route's `rate_limit = false` or `rate_limit = { max = 10, … }`.
-#[derive(Debug, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "false or a table such as { max = 10, window = \"1m\" }"
-)]
+/// A route's `rate_limit = false` or `rate_limit = { max = 10, … }`. Deserialized by hand,
+/// like [`RawUpstream`], so a mistake inside the table is named by its key.
+#[derive(Debug)]
 pub enum RawRouteLimit {
     Flag(bool),
     Policy(RawRoutePolicy),
+}
+
+impl<'de> Deserialize<'de> for RawRouteLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LimitVisitor;
+        impl<'de> serde::de::Visitor<'de> for LimitVisitor {
+            type Value = RawRouteLimit;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("false or a table such as { max = 10, window = \"1m\" }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawRouteLimit, E> {
+                Ok(RawRouteLimit::Flag(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawRouteLimit, A::Error> {
+                let map = serde::de::value::MapAccessDeserializer::new(map);
+                RawRoutePolicy::deserialize(map).map(RawRouteLimit::Policy)
+            }
+        }
+        deserializer.deserialize_any(LimitVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

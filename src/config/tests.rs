@@ -571,3 +571,34 @@ rate_limit = true
         "REDIS_URL selects the Redis store"
     );
 }
+
+#[test]
+fn route_rate_limits_name_their_keys_and_identity_keys_need_auth() {
+    let toml = r#"
+[services.s]
+upstreams = ["http://127.0.0.1:1"]
+[[routes]]
+path = "/a"
+service = "s"
+rate_limit = { maxx = 3 }
+[[routes]]
+path = "/b"
+service = "s"
+rate_limit = { max = 3, key = "user" }
+[[routes]]
+path = "/c"
+service = "s"
+rate_limit = { algorithm = "gcra", burst = 9223372036854775807 }
+"#;
+    let errors = errors_of(Some(toml), &[]).join("\n");
+    for expected in [
+        "routes[0].rate_limit.maxx: unknown field `maxx`",
+        "routes[1].rate_limit.key: counts by identity, but routes[1] (/b) does not authenticate",
+        "routes[2].rate_limit.burst: must be at most 1000000000",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+}

@@ -225,6 +225,7 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
         .filter_map(|(i, raw_route)| {
             let route = route(&mut errors, i, raw_route.as_ref()?, &services, &rate_limit)?;
             access::check_route_verifiable(&mut errors, i, &route.access, &auth);
+            limits::check_identity_key(&mut errors, i, &route, &rate_limit, &auth);
             Some(route)
         })
         .collect();

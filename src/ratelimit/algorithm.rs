@@ -49,48 +49,56 @@ pub fn check(policy: &LimitPolicy, state: Option<State>, now: u64) -> (State, Ve
             };
             let elapsed = now % window;
             let reset_us = window - elapsed;
-            // The sliding estimate counts the part of the previous window still in view,
-            // rounded up: a request just past the edge must not be the (max+1)th.
-            let carried = if policy.algorithm == LimitAlgorithm::SlidingWindow {
-                (u128::from(previous) * u128::from(window - elapsed)).div_ceil(u128::from(window))
-                    as u64
-            } else {
-                0
-            };
-            let used = carried + current;
             let state = |current| State::Window {
                 index,
                 current,
                 previous,
             };
-            if used < policy.max {
+            // Sliding: the previous window's count is taken as spread evenly over it, and the
+            // part still in view counts, exactly (no rounding): allowed while
+            //   previous × (window − elapsed) / window + current < max.
+            // A client pacing itself under max per window is never refused.
+            let (w, p, c, max) = (
+                u128::from(window),
+                u128::from(previous),
+                u128::from(current),
+                u128::from(policy.max),
+            );
+            let sliding = policy.algorithm == LimitAlgorithm::SlidingWindow;
+            let in_view = if sliding {
+                p * u128::from(window - elapsed)
+            } else {
+                0
+            };
+            if in_view + c * w < max * w {
+                // What is left after this request, in whole requests.
+                let left = (max * w - in_view - c * w).div_ceil(w).saturating_sub(1);
                 let verdict = Verdict {
                     allowed: true,
-                    remaining: policy.max - used - 1,
+                    remaining: left as u64,
                     reset_us,
                     retry_us: 0,
                 };
                 (state(current + 1), verdict)
             } else {
-                let sliding = policy.algorithm == LimitAlgorithm::SlidingWindow;
-                let retry_us = if sliding && current >= policy.max {
-                    // This window's count carries into the next: wait until enough of it
-                    // has slid out of view there.
-                    let keep =
-                        u128::from(policy.max - 1) * u128::from(window) / u128::from(current);
-                    reset_us + (window - keep as u64).max(1)
-                } else if current >= policy.max || previous == 0 {
+                let retry_us = if !sliding {
                     reset_us
+                } else if c >= max {
+                    // This window's count weighs on the next one: wait until enough of it
+                    // has slid out of view there (current × (w − e') < max × w).
+                    let keep = max * w / c;
+                    reset_us + (window - keep as u64) + 1
                 } else {
-                    // When enough of the previous window has slid out of view.
-                    let room = (policy.max - 1).saturating_sub(current);
-                    let keep = u128::from(room) * u128::from(window) / u128::from(previous);
-                    (u128::from(window - elapsed).saturating_sub(keep) as u64).max(1)
+                    // p × (w − e − x) < (max − c) × w
+                    let keep = (max - c) * w / p.max(1);
+                    (u128::from(window - elapsed).saturating_sub(keep) as u64) + 1
                 };
                 let verdict = Verdict {
                     allowed: false,
                     remaining: 0,
-                    reset_us,
+                    // Refused: the limit resets, as far as this client is concerned, when it
+                    // may come back.
+                    reset_us: reset_us.max(retry_us),
                     retry_us,
                 };
                 (state(current), verdict)
@@ -176,14 +184,14 @@ mod tests {
     }
 
     #[test]
-    fn a_sliding_window_allows_no_double_burst_across_the_edge() {
+    fn a_sliding_window_damps_a_burst_across_the_edge() {
         let p = policy(LimitAlgorithm::SlidingWindow, 10, 10);
         let mut s = None;
         assert_eq!(run(&p, &mut s, 900_000, 10), 10);
-        // At the edge all of the previous window is in view; 100 ms on, 90%: 1 more, not 10.
+        // At the edge all of the previous window is in view; 100 ms on, 90% of it: 9 + 1.
         assert_eq!(run(&p, &mut s, 1_000_000, 10), 0);
         assert_eq!(run(&p, &mut s, 1_100_000, 10), 1);
-        // Half-way through, half of it: 5 in all for this window.
+        // Half-way through, half of it: 5 + 5 in all.
         assert_eq!(run(&p, &mut s, 1_500_000, 10), 4);
         assert_eq!(
             run(&p, &mut s, 3_000_000, 20),
@@ -193,15 +201,49 @@ mod tests {
     }
 
     #[test]
-    fn one_per_window_stays_one_across_the_edge() {
-        let p = policy(LimitAlgorithm::SlidingWindow, 1, 1);
+    fn a_client_pacing_itself_under_the_limit_is_never_refused() {
+        for (max, every) in [
+            (1u64, 1_050_000u64),
+            (2, 525_000),
+            (3, 350_000),
+            (10, 105_000),
+        ] {
+            let p = policy(LimitAlgorithm::SlidingWindow, max, max);
+            let mut s = None;
+            for i in 0..100 {
+                let (next, verdict) = check(&p, s, 7 + i * every);
+                assert!(
+                    verdict.allowed,
+                    "max {max}, every {every} µs: request {i} refused"
+                );
+                s = Some(next);
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honest() {
+        let p = policy(LimitAlgorithm::SlidingWindow, 3, 3);
         let mut s = None;
-        assert_eq!(run(&p, &mut s, 999_999, 1), 1);
-        assert_eq!(run(&p, &mut s, 1_000_001, 1), 0, "just past the edge");
-        let (_, refused) = check(&p, s, 1_000_001);
-        // Allowed again once the previous request has slid wholly out of view.
-        assert_eq!(refused.retry_us, 999_999);
-        assert_eq!(run(&p, &mut s, 2_000_000, 1), 1);
+        let mut now = 123_456;
+        // A client that waits what retry_us says is allowed then (at most two windows on).
+        for _ in 0..50 {
+            let (next, verdict) = check(&p, s, now);
+            if verdict.allowed {
+                s = Some(next);
+                now += 1;
+                continue;
+            }
+            assert!(
+                (1..=2_000_001).contains(&verdict.retry_us),
+                "{}",
+                verdict.retry_us
+            );
+            now += verdict.retry_us;
+            let (next, then) = check(&p, s, now);
+            assert!(then.allowed, "refused after waiting retry_us");
+            s = Some(next);
+        }
     }
 
     #[test]

@@ -51,22 +51,21 @@ elseif i + 1 == index then
 end
 local elapsed = now % window
 local reset = window - elapsed
-local carried = 0
-if alg == 1 then carried = math.ceil(p * ((window - elapsed) / window)) end
-local used = carried + c
-if used < max then
+-- Sliding: allowed while p * (window - elapsed) / window + c < max, exactly as in Rust.
+local in_view = 0
+if alg == 1 then in_view = p * (window - elapsed) end
+if in_view + c * window < max * window then
   redis.call('HSET', KEYS[1], 'i', int(index), 'c', int(c + 1), 'p', int(p))
   redis.call('PEXPIRE', KEYS[1], int(math.ceil((2 * window - elapsed) / 1000) + 1))
-  return {1, max - used - 1, reset, 0}
+  return {1, math.ceil((max * window - in_view - c * window) / window) - 1, reset, 0}
 end
 local retry = reset
 if alg == 1 and c >= max then
-  retry = reset + math.max(window - math.floor((max - 1) * (window / c)), 1)
-elseif c < max and p > 0 then
-  local room = math.max(max - 1 - c, 0)
-  retry = math.max(window - elapsed - math.floor(room * window / p), 1)
+  retry = reset + (window - math.floor(max * window / c)) + 1
+elseif alg == 1 then
+  retry = math.max(window - elapsed - math.floor((max - c) * window / math.max(p, 1)), 0) + 1
 end
-return {0, 0, reset, retry}
+return {0, 0, math.max(reset, retry), retry}
 ";
 
 pub struct RedisStore {
@@ -129,7 +128,19 @@ impl RedisStore {
             .arg(policy.max)
             .arg(window_us(policy))
             .arg(policy.burst);
-        let call = invocation.invoke_async::<(u8, u64, u64, u64)>(&mut connection);
+        // One retry for a connection Redis (or a NAT) closed while idle: the manager
+        // reconnects on the next call. Both tries share the one timeout.
+        let call = async {
+            match invocation
+                .invoke_async::<(u8, u64, u64, u64)>(&mut connection)
+                .await
+            {
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                    invocation.invoke_async(&mut connection).await
+                }
+                outcome => outcome,
+            }
+        };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok((allowed, remaining, reset_us, retry_us))) => {
                 guard.armed = false;
@@ -141,9 +152,9 @@ impl RedisStore {
                     retry_us,
                 })
             }
-            Ok(Err(e)) if is_answer(&e) => {
-                // Redis answered, with an error about this key or script: this request gets
-                // `on_store_error`, the others keep using Redis.
+            Ok(Err(e)) if e.code() == Some("WRONGTYPE") => {
+                // Something else owns this key (another tool, an old version): this request
+                // gets `on_store_error`, the others keep using Redis.
                 guard.armed = false;
                 self.breaker.release(probe);
                 self.errors.fetch_add(1, Ordering::Relaxed);
@@ -169,15 +180,6 @@ impl RedisStore {
     pub fn is_available(&self) -> bool {
         self.breaker.open_until.load(Ordering::Relaxed) == 0
     }
-}
-
-/// Whether an error came from Redis itself (a script or type error) rather than from not
-/// reaching it: only the latter says the store is down.
-fn is_answer(error: &redis::RedisError) -> bool {
-    !(error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal())
 }
 
 /// Gives the probe slot back (and keeps the breaker open) if a probing request is dropped.

@@ -173,6 +173,38 @@ pub(super) fn route_limit(
     }))
 }
 
+/// `key = "user"` / `"api_key"` count identities: on a route that does not authenticate
+/// there are none, and every client would silently be counted by address.
+pub(super) fn check_identity_key(
+    errors: &mut Errors,
+    index: usize,
+    route: &RouteConfig,
+    limits: &RateLimitConfig,
+    auth: &AuthConfig,
+) {
+    let (policy, key) = match &route.rate_limit {
+        Some(RouteLimit::Own(policy)) => (policy, format!("routes[{index}].rate_limit.key")),
+        Some(RouteLimit::Off) => return,
+        None if limits.enabled => (&limits.policy, "rate_limit.key".to_owned()),
+        None => return,
+    };
+    let by_identity = matches!(policy.key, LimitKey::User | LimitKey::ApiKey);
+    let authenticates = match route.access.auth {
+        Some(mode) => mode != AuthMode::Off,
+        None => auth.required,
+    };
+    if by_identity && !authenticates {
+        errors.push(
+            key,
+            format!(
+                "counts by identity, but routes[{index}] ({}) does not authenticate \
+                 (set its auth = true or \"optional\")",
+                route.path
+            ),
+        );
+    }
+}
+
 fn window_duration(d: Duration) -> Result<Duration, String> {
     if d < Duration::from_millis(1) {
         Err("must be at least 1ms".to_owned())
@@ -191,6 +223,11 @@ fn burst(
     max: u64,
 ) -> u64 {
     match raw {
+        // Kept within what the Redis script counts exactly.
+        Some(n) if n > 1_000_000_000 => {
+            errors.push(at, "must be at most 1000000000");
+            max
+        }
         None => max,
         Some(_) if algorithm != LimitAlgorithm::Gcra => {
             errors.push(at, "applies only to algorithm = \"gcra\"");
@@ -238,7 +275,15 @@ fn redis_url(errors: &mut Errors, env: &Env, file: Option<&str>) -> Option<Strin
     // The URL may hold a password: errors show only its scheme.
     let scheme = url.split("://").next().unwrap_or_default();
     match scheme {
-        "redis" => Some(url.to_owned()),
+        // Parsed as the client will parse it (no connection is made), so `check` and startup
+        // agree; the message is the client's, which never repeats the password.
+        "redis" => match redis::Client::open(url) {
+            Ok(_) => Some(url.to_owned()),
+            Err(e) => {
+                errors.push(key, format!("not a usable Redis URL: {e}"));
+                None
+            }
+        },
         "rediss" => {
             errors.push(
                 key,
