@@ -14,9 +14,13 @@
 //! and so is the API key.
 
 mod api_keys;
+mod cache;
 mod identity;
 mod jwt;
 mod keys;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
 use serde_json::json;
@@ -43,6 +47,9 @@ pub struct Auth {
     claims_to_headers: Vec<(String, HeaderName)>,
     protect_admin: bool,
     admin_access: RouteAccess,
+    /// `None` when `cache_verified_tokens` is off.
+    verified: Option<cache::VerifiedTokens>,
+    leeway: u64,
 }
 
 /// Where, besides `Authorization` and the API key header, a request's token may be.
@@ -77,6 +84,10 @@ impl Auth {
             claims_to_headers: config.claims_to_headers.clone(),
             protect_admin: config.protect_admin,
             admin_access: config.admin_access.clone(),
+            verified: config
+                .cache_verified_tokens
+                .then(cache::VerifiedTokens::new),
+            leeway: config.leeway.as_secs(),
         })
     }
 
@@ -87,7 +98,7 @@ impl Auth {
         access: &RouteAccess,
         headers: &HeaderMap,
         sources: TokenSources<'_>,
-    ) -> Result<Option<Identity>, GatewayError> {
+    ) -> Result<Option<Arc<Identity>>, GatewayError> {
         let mode = access.auth.unwrap_or(self.default_mode);
         let demands = !access.require_claims.is_empty() || !access.require_scopes.is_empty();
         if mode == AuthMode::Off && !demands {
@@ -131,7 +142,7 @@ impl Auth {
     }
 
     /// What the admin login form was given: a JWT (two dots) or an API key.
-    pub async fn verify_presented(&self, presented: &str) -> Result<Identity, GatewayError> {
+    pub async fn verify_presented(&self, presented: &str) -> Result<Arc<Identity>, GatewayError> {
         let credential = if presented.bytes().filter(|b| *b == b'.').count() == 2 {
             Credential::Token(presented)
         } else {
@@ -140,11 +151,24 @@ impl Auth {
         self.verify(credential).await
     }
 
-    async fn verify(&self, credential: Credential<'_>) -> Result<Identity, GatewayError> {
+    async fn verify(&self, credential: Credential<'_>) -> Result<Arc<Identity>, GatewayError> {
         match credential {
             Credential::Token(token) => {
+                // Read before verifying: a set replaced meanwhile invalidates this entry.
+                let generation = self.jwt.key_generation.load(Ordering::Acquire);
+                let cache = self.verified.as_ref();
+                if let Some(identity) = cache.and_then(|c| c.get(token, generation)) {
+                    return Ok(identity);
+                }
                 let claims = self.jwt.verify(token).await.map_err(unauthorized)?;
-                Identity::from_claims(claims, &self.claims_to_headers).map_err(unauthorized)
+                let identity = Identity::from_claims(claims, &self.claims_to_headers)
+                    .map(Arc::new)
+                    .map_err(unauthorized)?;
+                if let (Some(cache), Some(exp)) = (cache, identity.expires_at()) {
+                    let until = exp.saturating_add(self.leeway);
+                    cache.insert(token, identity.clone(), until, generation);
+                }
+                Ok(identity)
             }
             Credential::ApiKey([]) => Err(unauthorized("the API key is empty")),
             Credential::ApiKey(key) => self
@@ -152,7 +176,9 @@ impl Auth {
                 .find(key)
                 .ok_or_else(|| unauthorized("the API key is not valid"))
                 .and_then(|key| {
-                    Identity::from_api_key(key, &self.claims_to_headers).map_err(unauthorized)
+                    Identity::from_api_key(key, &self.claims_to_headers)
+                        .map(Arc::new)
+                        .map_err(unauthorized)
                 }),
         }
     }

@@ -296,7 +296,7 @@ async fn serve_route(
             &named.policy.key,
             client_ip,
             req.headers(),
-            identity.as_ref(),
+            identity.as_deref(),
         );
         let decision = rt.limiter.check(named, key).await;
         let refused = (!decision.allowed()).then(|| decision.refusal());

@@ -127,3 +127,26 @@ async fn not_yet_valid_tokens_are_rejected_and_the_scheme_is_case_insensitive() 
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn a_token_verified_once_still_expires_on_time() {
+    let up = Upstream::ok().await;
+    let toml = format!("[auth]\nleeway = \"0s\"\n{}", service("s", &[up.url()]));
+    let gw = TestGateway::start(&toml, &[("AUTH_REQUIRED", "yes"), ("JWT_SECRET", SECRET)]).await;
+    let token = sluice::token::mint(SECRET, "brief", Duration::from_secs(2), &[]).unwrap();
+    let status = || async {
+        client()
+            .get(gw.url("/api/s/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // The second is answered from the verified-token cache.
+    assert_eq!([status().await, status().await], [200, 200]);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(status().await, 401, "the cache must not outlive exp");
+    assert_eq!(up.count(), 2);
+}

@@ -14,6 +14,7 @@
 //! This is the per-request cost of auth, so it avoids jsonwebtoken's `decode`, which parses
 //! the header three times and builds the HMAC key on every call.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -36,6 +37,8 @@ pub struct JwtVerifier {
     secret: Option<[hmac::Key; 3]>,
     leeway: u64,
     pub issuers: Vec<Arc<KeyStore>>,
+    /// Bumped when any issuer's key set changes: what was verified before must be again.
+    pub key_generation: Arc<AtomicU64>,
 }
 
 /// Why a token was refused: the message goes to the client in the 401.
@@ -59,15 +62,17 @@ impl JwtVerifier {
                 key(hmac::HMAC_SHA512),
             ]
         });
+        let key_generation = Arc::new(AtomicU64::new(0));
         let issuers = config
             .issuers
             .iter()
-            .map(|issuer| KeyStore::new(issuer).map(Arc::new))
+            .map(|issuer| KeyStore::new(issuer, key_generation.clone()).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(JwtVerifier {
             secret,
             leeway: config.leeway.as_secs(),
             issuers,
+            key_generation,
         })
     }
 

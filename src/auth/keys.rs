@@ -42,6 +42,8 @@ pub struct VerifyKey {
 
 pub struct KeyStore {
     pub issuer: String,
+    /// Bumped whenever a fetched set replaces the keys (shared by all issuers).
+    generation: Arc<AtomicU64>,
     pub audiences: Vec<String>,
     algorithms: Vec<Algorithm>,
     static_keys: Vec<Arc<VerifyKey>>,
@@ -84,8 +86,9 @@ pub struct KeyStoreStats {
 }
 
 impl KeyStore {
-    pub fn new(config: &IssuerConfig) -> Result<KeyStore, String> {
+    pub fn new(config: &IssuerConfig, generation: Arc<AtomicU64>) -> Result<KeyStore, String> {
         let mut store = KeyStore {
+            generation,
             issuer: config.issuer.clone(),
             audiences: config.audiences.clone(),
             algorithms: config.algorithms.clone(),
@@ -178,6 +181,8 @@ impl KeyStore {
             Ok(Ok(keys)) => {
                 tracing::debug!(issuer = %self.issuer, %url, keys = keys.len(), "JWKS fetched");
                 jwks.keys.store(Arc::new(keys));
+                // Tokens verified with the old set are verified again.
+                self.generation.fetch_add(1, Ordering::Release);
                 true
             }
             Ok(Err(e)) => {

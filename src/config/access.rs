@@ -27,6 +27,9 @@ pub struct AuthConfig {
     pub api_keys: Vec<ApiKeyConfig>,
     /// The request header an API key comes in. Default is `x-api-key`.
     pub api_key_header: HeaderName,
+    /// Remember tokens that verified (until `exp`, at most a minute, forgotten when a key set
+    /// changes), so a repeated token costs a lookup, not a signature check. Default is true.
+    pub cache_verified_tokens: bool,
     /// `/admin`, `/admin/stats` and `/gateway/stats` need a token or API key. Default is
     /// `required`.
     pub protect_admin: bool,

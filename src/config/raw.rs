@@ -67,6 +67,7 @@ pub struct RawAuth {
     pub claims_to_headers: Option<BTreeMap<String, String>>,
     pub leeway: Option<RawDuration>,
     pub protect_admin: Option<bool>,
+    pub cache_verified_tokens: Option<bool>,
     pub admin_require_claims: Option<BTreeMap<String, String>>,
     pub admin_require_scopes: Option<Vec<String>>,
     pub api_key_header: Option<String>,

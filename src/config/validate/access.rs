@@ -131,6 +131,7 @@ pub(super) fn auth(
         api_keys,
         api_key_header,
         protect_admin: a.protect_admin.unwrap_or(required),
+        cache_verified_tokens: a.cache_verified_tokens.unwrap_or(true),
         admin_access: RouteAccess {
             require_claims: a
                 .admin_require_claims

@@ -1,0 +1,85 @@
+//! Tokens already verified, so a client that sends the same token again (as clients do, for
+//! the token's life) costs a hash lookup instead of a signature check. Keyed by the whole
+//! token, so only the exact bytes that verified can hit; kept at most until the token's
+//! `exp` (with the leeway) and at most a minute, and forgotten as soon as any issuer's key
+//! set changes (a withdrawn key stops working at once). Bounded: a full shard is emptied
+//! (rare; tokens are few).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Identity;
+
+const SHARDS: usize = 16;
+/// Tokens kept in all: tens of bytes of bookkeeping each, plus the token.
+const CAPACITY: usize = 16 * 1024;
+/// A verification is trusted this long at most.
+const MAX_AGE_SECS: u64 = 60;
+
+type Shard = Mutex<HashMap<Box<str>, Entry>>;
+
+pub struct VerifiedTokens {
+    shards: Box<[Shard]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+struct Entry {
+    identity: Arc<Identity>,
+    /// The key generation it was verified under.
+    generation: u64,
+    /// Epoch seconds after which this entry is not used.
+    until: u64,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl VerifiedTokens {
+    pub fn new() -> VerifiedTokens {
+        VerifiedTokens {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, token: &str) -> &Shard {
+        use std::hash::BuildHasher;
+        &self.shards[(self.hasher.hash_one(token) as usize) % SHARDS]
+    }
+
+    pub fn get(&self, token: &str, generation: u64) -> Option<Arc<Identity>> {
+        let now = now_secs();
+        let mut shard = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
+        match shard.get(token) {
+            Some(entry) if now <= entry.until && entry.generation == generation => {
+                Some(entry.identity.clone())
+            }
+            Some(_) => {
+                shard.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Keeps a verified token until `expires` (epoch seconds, the leeway included).
+    pub fn insert(&self, token: &str, identity: Arc<Identity>, expires: u64, generation: u64) {
+        let until = expires.min(now_secs() + MAX_AGE_SECS);
+        let mut shard = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= CAPACITY / SHARDS {
+            shard.clear();
+        }
+        shard.insert(
+            Box::from(token),
+            Entry {
+                identity,
+                generation,
+                until,
+            },
+        );
+    }
+}
