@@ -156,7 +156,10 @@ impl Auth {
             Credential::Token(token) => {
                 // Read before verifying: a set replaced meanwhile invalidates this entry.
                 let generation = self.jwt.key_generation.load(Ordering::Acquire);
-                let cache = self.verified.as_ref();
+                let cache = self
+                    .verified
+                    .as_ref()
+                    .filter(|_| token.len() <= cache::MAX_CACHED_TOKEN);
                 if let Some(identity) = cache.and_then(|c| c.get(token, generation)) {
                     return Ok(identity);
                 }

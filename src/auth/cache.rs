@@ -16,6 +16,8 @@ const SHARDS: usize = 16;
 const CAPACITY: usize = 16 * 1024;
 /// A verification is trusted this long at most.
 const MAX_AGE_SECS: u64 = 60;
+/// Longer tokens are verified every time: the cache's memory stays bounded by count × this.
+pub const MAX_CACHED_TOKEN: usize = 2048;
 
 type Shard = Mutex<HashMap<Box<str>, Entry>>;
 
@@ -68,10 +70,21 @@ impl VerifiedTokens {
 
     /// Keeps a verified token until `expires` (epoch seconds, the leeway included).
     pub fn insert(&self, token: &str, identity: Arc<Identity>, expires: u64, generation: u64) {
-        let until = expires.min(now_secs() + MAX_AGE_SECS);
+        if token.len() > MAX_CACHED_TOKEN {
+            return;
+        }
+        let now = now_secs();
+        let until = expires.min(now + MAX_AGE_SECS);
         let mut shard = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
         if shard.len() >= CAPACITY / SHARDS {
-            shard.clear();
+            shard.retain(|_, e| e.until >= now);
+            if shard.len() >= CAPACITY / SHARDS {
+                // Freed outside the lock.
+                let full = std::mem::take(&mut *shard);
+                drop(shard);
+                drop(full);
+                return self.insert(token, identity, expires, generation);
+            }
         }
         shard.insert(
             Box::from(token),

@@ -58,6 +58,8 @@ struct Jwks {
     fetched: Mutex<FetchTimes>,
     fetches: AtomicU64,
     failures: AtomicU64,
+    /// Of the last set stored.
+    fingerprint: AtomicU64,
 }
 
 #[derive(Default)]
@@ -108,6 +110,7 @@ impl KeyStore {
                 fetched: Mutex::new(FetchTimes::default()),
                 fetches: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                fingerprint: AtomicU64::new(0),
             });
         }
         Ok(store)
@@ -178,11 +181,13 @@ impl KeyStore {
         jwks.fetches.fetch_add(1, Ordering::Relaxed);
         let url = &jwks.config.url;
         match tokio::time::timeout(FETCH_TIMEOUT, self.download(jwks)).await {
-            Ok(Ok(keys)) => {
+            Ok(Ok((keys, fingerprint))) => {
                 tracing::debug!(issuer = %self.issuer, %url, keys = keys.len(), "JWKS fetched");
                 jwks.keys.store(Arc::new(keys));
-                // Tokens verified with the old set are verified again.
-                self.generation.fetch_add(1, Ordering::Release);
+                // Tokens verified with the old set are verified again, if it changed.
+                if jwks.fingerprint.swap(fingerprint, Ordering::AcqRel) != fingerprint {
+                    self.generation.fetch_add(1, Ordering::Release);
+                }
                 true
             }
             Ok(Err(e)) => {
@@ -198,7 +203,8 @@ impl KeyStore {
         }
     }
 
-    async fn download(&self, jwks: &Jwks) -> Result<Vec<Arc<VerifyKey>>, String> {
+    /// The usable keys, and a fingerprint of the set as published.
+    async fn download(&self, jwks: &Jwks) -> Result<(Vec<Arc<VerifyKey>>, u64), String> {
         let request = Request::get(jwks.config.url.clone())
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
@@ -233,7 +239,10 @@ impl KeyStore {
         if usable.is_empty() {
             return Err(format!("none of its {} keys can verify tokens", keys.len()));
         }
-        Ok(usable)
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+        let mut fingerprint = [0u8; 8];
+        fingerprint.copy_from_slice(&digest.as_ref()[..8]);
+        Ok((usable, u64::from_le_bytes(fingerprint)))
     }
 
     fn jwk_key(&self, jwk: &Jwk) -> Option<VerifyKey> {

@@ -8,7 +8,10 @@
 //! request probes it. Meanwhile `on_store_error` decides (count locally, allow, deny), so a
 //! hung Redis costs one timeout per second instead of one per request.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -57,7 +60,7 @@ if alg == 1 then in_view = p * (window - elapsed) end
 if in_view + c * window < max * window then
   redis.call('HSET', KEYS[1], 'i', int(index), 'c', int(c + 1), 'p', int(p))
   redis.call('PEXPIRE', KEYS[1], int(math.ceil((2 * window - elapsed) / 1000) + 1))
-  return {1, math.ceil((max * window - in_view - c * window) / window) - 1, reset, 0}
+  return {1, math.max(math.ceil((max * window - in_view - c * window) / window) - 1, 0), reset, 0}
 end
 local retry = reset
 if alg == 1 and c >= max then
@@ -69,12 +72,22 @@ return {0, 0, math.max(reset, retry), retry}
 ";
 
 pub struct RedisStore {
-    connection: ConnectionManager,
+    /// Replaced after a timeout: a connection whose peer went silent (a failover that moved
+    /// the address, a NAT that dropped its state) would otherwise be retried until TCP gives
+    /// up, minutes later.
+    connection: ArcSwap<ConnectionManager>,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     script: Script,
     timeout: Duration,
     breaker: Breaker,
     pub errors: AtomicU64,
+    /// One slow reply (a fork, an fsync) is not an outage: the breaker opens after this many
+    /// failures in a row (or any failed probe).
+    failures_in_a_row: AtomicU32,
 }
+
+const FAILURES_TO_OPEN: u32 = 3;
 
 /// Closed (`open_until` 0), open until a time, or half-open with one probe out.
 struct Breaker {
@@ -92,10 +105,13 @@ impl RedisStore {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| format!("rate_limit.redis_url: {e}"))?;
         Ok(RedisStore {
-            connection,
+            connection: ArcSwap::from_pointee(connection),
+            client,
+            config,
+            failures_in_a_row: AtomicU32::new(0),
             script: Script::new(SCRIPT),
             timeout,
             breaker: Breaker {
@@ -121,7 +137,7 @@ impl RedisStore {
             LimitAlgorithm::Gcra => 2,
             LimitAlgorithm::FixedWindow => 3,
         };
-        let mut connection = self.connection.clone();
+        let mut connection = ConnectionManager::clone(&self.connection.load());
         let mut invocation = self.script.key(key);
         invocation
             .arg(algorithm)
@@ -135,7 +151,8 @@ impl RedisStore {
                 .invoke_async::<(u8, u64, u64, u64)>(&mut connection)
                 .await
             {
-                Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                // Only a connection seen closed: after a timeout the script may have run.
+                Err(e) if e.is_connection_dropped() => {
                     invocation.invoke_async(&mut connection).await
                 }
                 outcome => outcome,
@@ -144,6 +161,7 @@ impl RedisStore {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok((allowed, remaining, reset_us, retry_us))) => {
                 guard.armed = false;
+                self.failures_in_a_row.store(0, Ordering::Relaxed);
                 self.breaker.close(probe);
                 Some(Verdict {
                     allowed: allowed == 1,
@@ -164,6 +182,7 @@ impl RedisStore {
             outcome => {
                 guard.armed = false;
                 self.errors.fetch_add(1, Ordering::Relaxed);
+                let timed_out = outcome.is_err();
                 let error = match outcome {
                     Ok(Err(e)) => e.to_string(),
                     _ => format!(
@@ -171,9 +190,24 @@ impl RedisStore {
                         humantime::format_duration(self.timeout)
                     ),
                 };
-                self.breaker.open(probe, &error);
+                if timed_out {
+                    self.reconnect();
+                }
+                let in_a_row = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                if probe || in_a_row >= FAILURES_TO_OPEN {
+                    self.breaker.open(probe, &error);
+                }
                 None
             }
+        }
+    }
+
+    /// A fresh (lazy) connection for the next call.
+    fn reconnect(&self) {
+        if let Ok(fresh) =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        {
+            self.connection.store(Arc::new(fresh));
         }
     }
 
