@@ -502,15 +502,9 @@ fn same_or_allowed_origin(
     authority: Option<&Authority>,
     access: &crate::config::RouteAccess,
 ) -> bool {
-    let Some(origin) = headers.get(http::header::ORIGIN) else {
+    let Some(same) = headers::origin_is(headers, authority.map(Authority::as_str)) else {
         return true;
     };
-    let origin_authority = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest);
-    let same = matches!((origin_authority, authority), (Some(o), Some(a)) if o.eq_ignore_ascii_case(a.as_str()));
     same || access
         .cors
         .as_ref()

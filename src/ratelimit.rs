@@ -121,35 +121,27 @@ impl Limiter {
         let mut counted = true;
         let verdict = match &self.redis {
             None => local(),
-            Some(redis) => {
-                let algorithm = match policy.policy.algorithm {
-                    crate::config::LimitAlgorithm::SlidingWindow => "sw",
-                    crate::config::LimitAlgorithm::Gcra => "gcra",
-                    crate::config::LimitAlgorithm::FixedWindow => "fw",
-                };
-                let key = format!("sluice:rl:{algorithm}:{}:{}", policy.name, client);
-                match redis.check(&policy.policy, &key).await {
-                    Some(verdict) => verdict,
-                    None => match self.on_store_error {
-                        StoreErrorPolicy::Local => local(),
-                        StoreErrorPolicy::Allow => {
-                            counted = false;
-                            Verdict {
-                                allowed: true,
-                                remaining: policy.policy.max,
-                                reset_us: 0,
-                                retry_us: 0,
-                            }
+            Some(redis) => match redis.check(&policy.policy, &policy.name, &client).await {
+                Some(verdict) => verdict,
+                None => match self.on_store_error {
+                    StoreErrorPolicy::Local => local(),
+                    StoreErrorPolicy::Allow => {
+                        counted = false;
+                        Verdict {
+                            allowed: true,
+                            remaining: policy.policy.max,
+                            reset_us: 0,
+                            retry_us: 0,
                         }
-                        StoreErrorPolicy::Deny => Verdict {
-                            allowed: false,
-                            remaining: 0,
-                            reset_us: 1_000_000,
-                            retry_us: 1_000_000,
-                        },
+                    }
+                    StoreErrorPolicy::Deny => Verdict {
+                        allowed: false,
+                        remaining: 0,
+                        reset_us: 1_000_000,
+                        retry_us: 1_000_000,
                     },
-                }
-            }
+                },
+            },
         };
         Decision {
             policy: policy.clone(),

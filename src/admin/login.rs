@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::header::{CONTENT_TYPE, HOST, ORIGIN, SET_COOKIE};
+use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -121,18 +121,10 @@ fn same_origin(req: &Request<Incoming>) -> bool {
     if matches!(fetch_site, Some(b"cross-site" | b"same-site")) {
         return false;
     }
-    let Some(origin) = req.headers().get(ORIGIN) else {
-        return true;
-    };
     let host = req
         .headers()
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest);
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+    crate::proxy::headers::origin_is(req.headers(), host).unwrap_or(true)
 }

@@ -291,6 +291,19 @@ pub fn hash_key(key: &HashKey, headers: &HeaderMap, client: IpAddr) -> Option<u6
     }
 }
 
+/// Whether the request's `Origin` names `authority` (host and port; the scheme is not
+/// compared: behind a TLS-terminating proxy the browser's scheme is not ours). `None` when
+/// there is no `Origin` (not a cross-site browser request).
+pub fn origin_is(headers: &HeaderMap, authority: Option<&str>) -> Option<bool> {
+    let origin = headers.get(http::header::ORIGIN)?;
+    let origin_authority = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    Some(matches!((origin_authority, authority), (Some(o), Some(a)) if o.eq_ignore_ascii_case(a)))
+}
+
 /// The value of the cookie `name` in the request's `Cookie` headers (quotes removed).
 pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers

@@ -123,8 +123,14 @@ impl RedisStore {
         })
     }
 
-    /// One request for `key`, or `None` when Redis did not answer (or is being left alone).
-    pub async fn check(&self, policy: &LimitPolicy, key: &str) -> Option<Verdict> {
+    /// One request of `client` under the policy named `name`, or `None` when Redis did not
+    /// answer (or is being left alone).
+    pub async fn check(
+        &self,
+        policy: &LimitPolicy,
+        name: &str,
+        client: &impl std::fmt::Display,
+    ) -> Option<Verdict> {
         let probe = self.breaker.admit()?;
         // A request dropped while it waits (the client went away) must not leave the probe
         // slot taken, or Redis would never be asked again.
@@ -132,13 +138,15 @@ impl RedisStore {
             breaker: &self.breaker,
             armed: probe,
         };
-        let algorithm = match policy.algorithm {
-            LimitAlgorithm::SlidingWindow => 1,
-            LimitAlgorithm::Gcra => 2,
-            LimitAlgorithm::FixedWindow => 3,
+        // The algorithm is in the key too: states of different shapes never meet.
+        let (algorithm, tag) = match policy.algorithm {
+            LimitAlgorithm::SlidingWindow => (1, "sw"),
+            LimitAlgorithm::Gcra => (2, "gcra"),
+            LimitAlgorithm::FixedWindow => (3, "fw"),
         };
+        let key = format!("sluice:rl:{tag}:{name}:{client}");
         let mut connection = ConnectionManager::clone(&self.connection.load());
-        let mut invocation = self.script.key(key);
+        let mut invocation = self.script.key(&key);
         invocation
             .arg(algorithm)
             .arg(policy.max)
