@@ -1,16 +1,21 @@
-//! Ops endpoints: `/healthz` (the process is alive), `/readyz` (every service has an
-//! endpoint that can take traffic: healthy, breaker not open), `/admin/stats` and
-//! `/gateway/stats` (see [`stats`]), and `/admin`, a small live page over the stats. They
-//! answer on the public listener, or only on `admin_listen` when that is set.
+//! Ops endpoints: `/healthz` (the process is alive; never shed), `/readyz` (every service has
+//! an endpoint that can take traffic: healthy, breaker not open), `/_pressure` (the overload
+//! state), `/metrics` (Prometheus text, [`crate::observe::prometheus`]), `/admin/stats` and
+//! `/gateway/stats` (see [`stats`]), and `/admin`, the live dashboard fed by `/admin/feed`
+//! ([`feed`]). They answer on the public listener, or only on `admin_listen` when that is
+//! set.
 //!
-//! The stats name internal upstream URLs, so with admin protection on (`auth.protect_admin`,
-//! by default the seed rule: on when auth is required) they need a token or API key like a
-//! proxied route; the probes stay open for orchestrators. A browser cannot send a bearer
-//! header, so [`login`] turns a token typed into a form into an HttpOnly, SameSite=Strict
-//! cookie scoped to `/admin`. Prometheus metrics arrive with issue #7.
+//! The stats and metrics name internal upstream URLs, so with admin protection on
+//! (`auth.protect_admin`, by default the seed rule: on when auth is required) they need a
+//! token or API key like a proxied route; the probes stay open for orchestrators. A browser
+//! cannot send a bearer header, so [`login`] turns a token typed into a form into an
+//! HttpOnly, SameSite=Strict cookie for the `/admin` pages.
 
+mod feed;
 mod login;
-mod stats;
+pub mod stats;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION};
@@ -23,6 +28,16 @@ use crate::proxy::body::GatewayBody;
 use crate::runtime::Runtime;
 
 const DASHBOARD_HTML: &str = include_str!("admin/dashboard.html");
+const UPLOT_JS: &str = include_str!("admin/vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("admin/vendor/uPlot.min.css");
+
+/// What the connection tells the ops endpoints.
+pub struct AdminRequest {
+    /// The browser came over https (ours, or a trusted proxy's).
+    pub https: bool,
+    /// Cancelled when shutdown begins: the live feed ends then.
+    pub stop: tokio_util::sync::CancellationToken,
+}
 
 /// The ops paths this module answers.
 pub fn is_admin_path(path: &str) -> bool {
@@ -30,7 +45,10 @@ pub fn is_admin_path(path: &str) -> bool {
         path,
         "/healthz"
             | "/readyz"
+            | "/_pressure"
+            | "/metrics"
             | "/admin"
+            | "/admin/feed"
             | "/admin/login"
             | "/admin/logout"
             | "/admin/stats"
@@ -41,9 +59,10 @@ pub fn is_admin_path(path: &str) -> bool {
 /// Answers an ops request (`path` is one of [`is_admin_path`]).
 pub async fn handle(
     req: Request<Incoming>,
-    runtime: &Runtime,
-    https: bool,
+    runtime: &Arc<Runtime>,
+    admin: AdminRequest,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    let https = admin.https;
     let path = req.uri().path().to_owned();
     let allowed = match path.as_str() {
         "/admin/login" => "GET, HEAD, POST",
@@ -64,35 +83,63 @@ pub async fn handle(
             login::logout(&req, https)
         });
     }
-    let protected = matches!(path.as_str(), "/admin" | "/admin/stats" | "/gateway/stats");
+    let protected = matches!(
+        path.as_str(),
+        "/admin" | "/admin/feed" | "/admin/stats" | "/gateway/stats" | "/metrics"
+    );
     if protected {
         if let Err(error) = runtime.auth.authenticate_admin(req.headers()).await {
             // A browser asking for the page goes to the login form; API clients get the 401.
             return if path == "/admin" {
-                Ok(redirect("/admin/login"))
+                // Relative: `<prefix>/admin` → `<prefix>/admin/login`.
+                Ok(redirect("admin/login"))
             } else {
                 Err(error)
             };
         }
     }
+    if path == "/metrics" && !runtime.metrics.enabled {
+        return Err(GatewayError::client(
+            ErrorKind::RouteNotFound,
+            "metrics are off ([metrics] enabled = false)",
+        ));
+    }
     Ok(match path.as_str() {
         "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
+        "/_pressure" => json_response(StatusCode::OK, runtime.pressure.status()),
+        "/metrics" => metrics_response(runtime),
+        "/admin/feed" => feed::response(runtime.clone(), admin.stop),
         "/admin/stats" => json_response(StatusCode::OK, stats::admin_stats(runtime)),
         "/gateway/stats" => json_response(StatusCode::OK, stats::gateway_stats(runtime)),
-        "/admin" => html_response(
-            StatusCode::OK,
-            DASHBOARD_HTML.replace(
-                "{{logout}}",
-                if runtime.auth.protects_admin() {
-                    "inline"
-                } else {
-                    "none"
-                },
-            ),
-        ),
+        "/admin" => html_response(StatusCode::OK, dashboard_page(runtime)),
         "/admin/login" => login::page(req.uri().query()),
         _ => readyz(runtime),
     })
+}
+
+/// The dashboard with its chart library inlined (the page's CSP allows nothing external).
+fn dashboard_page(runtime: &Runtime) -> String {
+    let logout = if runtime.auth.protects_admin() {
+        "inline"
+    } else {
+        "none"
+    };
+    DASHBOARD_HTML
+        .replace("{{logout}}", logout)
+        .replace("{{uplot_css}}", UPLOT_CSS)
+        .replace("{{uplot_js}}", UPLOT_JS)
+}
+
+fn metrics_response(runtime: &Arc<Runtime>) -> Response<GatewayBody> {
+    let text = crate::observe::prometheus::render(runtime);
+    let mut response = Response::new(GatewayBody::full(Bytes::from(text)));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(crate::observe::prometheus::CONTENT_TYPE),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn readyz(runtime: &Runtime) -> Response<GatewayBody> {

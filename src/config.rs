@@ -47,6 +47,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub sse: SseConfig,
     pub pressure: PressureConfig,
+    pub metrics: MetricsConfig,
     /// Services by name, sorted (so startup output and `/readyz` are stable).
     pub services: BTreeMap<String, ServiceConfig>,
     /// Config routes in file order.
@@ -162,6 +163,14 @@ pub struct PressureConfig {
     pub max_event_loop_delay: Duration,
     /// `UNDER_PRESSURE_MAX_RSS_BYTES`. Default is off.
     pub max_rss: Option<u64>,
+    /// Proxied requests in flight at once. Default is off.
+    pub max_in_flight: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Request figures for `/metrics`, `/admin/stats` and the dashboard. Default is on.
+    pub enabled: bool,
 }
 
 /// The most upstream endpoints one service may list: the pool's candidate sets are

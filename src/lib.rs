@@ -21,6 +21,7 @@ pub mod cors;
 pub mod demo;
 pub mod error;
 pub mod observe;
+pub mod pressure;
 pub mod proxy;
 pub mod ratelimit;
 pub mod realtime;
@@ -102,6 +103,11 @@ impl Gateway {
             upstream::health::spawn(service.clone(), token.clone());
         }
         self.runtime.load().auth.spawn_refreshers(&token);
+        self.runtime
+            .load()
+            .pressure
+            .clone()
+            .spawn_probe(token.clone());
         let tls = self.config.tls.as_ref().map(|t| t.server_config.clone());
         let public = server::serve(
             self.listener,

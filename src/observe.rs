@@ -4,7 +4,17 @@
 //! stalls a request). An [`Exchange`] is created once a request is routed (or refused) and is
 //! shared by the request and response bodies; when the last of them is dropped — the response
 //! fully sent, or the client gone — it writes the access log line with the true byte counts
-//! and duration, and tells the connection it is idle again. Metrics arrive with issue #7.
+//! and duration, records the request's figures ([`metrics`], [`route_stats`]), and tells
+//! the connection it is idle again. Latency buckets ([`latency`]) and per-second series
+//! ([`series`]) are shared by routes and endpoints; [`prometheus`] renders `/metrics` and
+//! [`process`] reads the process's own resource use.
+
+pub mod latency;
+pub mod metrics;
+pub mod process;
+pub mod prometheus;
+pub mod route_stats;
+pub mod series;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -18,7 +28,10 @@ use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogLevel;
+use crate::pressure::Slot;
 use crate::server::InFlight;
+use metrics::{Finished, Metrics};
+use route_stats::RouteStats;
 
 /// Installs the JSON subscriber. Keep the guard alive until exit: dropping it flushes the log.
 pub fn init_logging(level: LogLevel) -> Result<WorkerGuard, String> {
@@ -87,11 +100,15 @@ pub struct Exchange {
     method: Method,
     uri: Uri,
     client: IpAddr,
-    route: Option<Arc<str>>,
-    service: Option<Arc<str>>,
+    /// The route's figures (and its name and service for the log).
+    stats: Arc<RouteStats>,
+    /// Where the request's figures go; `None` when metrics are off.
+    metrics: Option<Arc<Metrics>>,
     upstream: OnceLock<Arc<str>>,
     status: AtomicU16,
     started: Instant,
+    /// Microseconds from the start to the response head (0 until there is one).
+    head_us: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     completed: AtomicBool,
@@ -101,6 +118,8 @@ pub struct Exchange {
     access_log: bool,
     /// Dropped with the exchange: the connection then counts one request fewer in flight.
     _in_flight: Option<InFlight>,
+    /// The request's place in the gateway-wide in-flight count (proxied requests only).
+    pressure_slot: OnceLock<Slot>,
 }
 
 /// What `Exchange::new` needs to know up front.
@@ -112,24 +131,22 @@ pub struct ExchangeStart {
     pub started: Instant,
     pub access_log: bool,
     pub in_flight: Option<InFlight>,
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Exchange {
-    pub fn new(
-        start: ExchangeStart,
-        route: Option<Arc<str>>,
-        service: Option<Arc<str>>,
-    ) -> Arc<Exchange> {
+    pub fn new(start: ExchangeStart, stats: Arc<RouteStats>) -> Arc<Exchange> {
         Arc::new(Exchange {
             request_id: start.request_id,
             method: start.method,
             uri: start.uri,
             client: start.client,
-            route,
-            service,
+            stats,
+            metrics: start.metrics,
             upstream: OnceLock::new(),
             status: AtomicU16::new(0),
             started: start.started,
+            head_us: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             completed: AtomicBool::new(false),
@@ -137,6 +154,7 @@ impl Exchange {
             request_body_sent: Notify::new(),
             access_log: start.access_log,
             _in_flight: start.in_flight,
+            pressure_slot: OnceLock::new(),
         })
     }
 
@@ -144,8 +162,27 @@ impl Exchange {
         let _ = self.upstream.set(upstream);
     }
 
+    /// Holds `slot` until the response ends (or [`Exchange::release_pressure_slot`]).
+    pub fn hold_pressure_slot(&self, slot: Slot) {
+        let _ = self.pressure_slot.set(slot);
+    }
+
+    /// The response is an established stream: it no longer counts as a request in flight.
+    pub fn release_pressure_slot(&self) {
+        if let Some(slot) = self.pressure_slot.get() {
+            slot.release();
+        }
+    }
+
+    /// The response head is ready: its status, and the time it took.
     pub fn set_status(&self, status: u16) {
         self.status.store(status, Ordering::Relaxed);
+        let _ = self.head_us.compare_exchange(
+            0,
+            self.started.elapsed().as_micros().max(1) as u64,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     pub fn add_bytes_in(&self, n: u64) {
@@ -188,24 +225,42 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        let status = self.status.load(Ordering::Relaxed);
+        let completed = self.completed.load(Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.record(Finished {
+                stats: &self.stats,
+                method: &self.method,
+                path: self.uri.path(),
+                status,
+                duration_us: elapsed.as_micros() as u64,
+                head_us: match self.head_us.load(Ordering::Relaxed) {
+                    0 => elapsed.as_micros() as u64,
+                    head => head,
+                },
+                completed,
+                request_id: &self.request_id,
+            });
+        }
         if !self.access_log {
             return;
         }
-        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or_default(),
             method = %self.method,
             path = self.uri.path(),
             client = %self.client,
-            route = self.route.as_deref().unwrap_or("-"),
-            service = self.service.as_deref().unwrap_or("-"),
+            route = &*self.stats.label,
+            service = self.stats.service.as_deref().unwrap_or("-"),
             upstream = self.upstream.get().map(|u| &**u).unwrap_or("-"),
-            status = self.status.load(Ordering::Relaxed),
+            status,
             duration_ms = (duration_ms * 1000.0).round() / 1000.0,
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out = self.bytes_out.load(Ordering::Relaxed),
-            completed = self.completed.load(Ordering::Relaxed),
+            completed,
         );
     }
 }

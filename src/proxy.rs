@@ -81,7 +81,7 @@ impl ConnInfo {
 /// Answers one request on the public listener.
 pub async fn handle(
     req: Request<Incoming>,
-    rt: &Runtime,
+    rt: &Arc<Runtime>,
     conn: &ConnInfo,
     role: Role,
 ) -> Response<GatewayBody> {
@@ -103,7 +103,9 @@ pub async fn handle(
         started: Instant::now(),
         access_log: rt.access_log,
         in_flight: Some(conn.activity.begin(req.version() == Version::HTTP_2)),
+        metrics: rt.metrics.enabled.then(|| rt.metrics.clone()),
     };
+    let unmatched = || rt.metrics.unmatched.clone();
     let has_body = !req.body().is_end_stream();
     if conn.activity.take_ambiguous_framing() {
         let error = GatewayError::client(
@@ -111,14 +113,14 @@ pub async fn handle(
             "both Content-Length and Transfer-Encoding are present",
         )
         .closing();
-        return refuse(error, Exchange::new(start, None, None), has_body);
+        return refuse(error, Exchange::new(start, unmatched()), has_body);
     }
     if let Err(error) = check_framing(req.headers(), rt.max_header_bytes, &req) {
-        return refuse(error, Exchange::new(start, None, None), has_body);
+        return refuse(error, Exchange::new(start, unmatched()), has_body);
     }
     let serves_admin = role == Role::Admin || !rt.admin_separate;
     if serves_admin && crate::admin::is_admin_path(req.uri().path()) {
-        let exchange = Exchange::new(start, Some(Arc::from("admin")), None);
+        let exchange = Exchange::new(start, rt.metrics.admin.clone());
         // The scheme the browser used: ours, or a TLS-terminating proxy's in front of us.
         let https = conn.tls
             || (peer_trusted
@@ -126,7 +128,11 @@ pub async fn handle(
                     .headers()
                     .get("x-forwarded-proto")
                     .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")));
-        return match crate::admin::handle(req, rt, https).await {
+        let admin = crate::admin::AdminRequest {
+            https,
+            stop: conn.streams.draining.clone(),
+        };
+        return match crate::admin::handle(req, rt, admin).await {
             Ok(response) => finish(response, exchange),
             Err(error) => refuse(error, exchange, has_body),
         };
@@ -136,19 +142,19 @@ pub async fn handle(
             ErrorKind::RouteNotFound,
             "the admin listener serves only ops endpoints",
         );
-        return refuse(error, Exchange::new(start, None, None), has_body);
+        return refuse(error, Exchange::new(start, unmatched()), has_body);
     }
     let path = match normalize_path(request_uri.path()) {
         Ok(path) => path,
         Err(e) => {
             let error = GatewayError::client(ErrorKind::BadRequest, e.to_string());
-            return refuse(error, Exchange::new(start, None, None), has_body);
+            return refuse(error, Exchange::new(start, unmatched()), has_body);
         }
     };
     // One authority per request, used for routing, X-Forwarded-Host and preserve_host alike.
     let authority = match request_authority(&req) {
         Ok(authority) => authority,
-        Err(error) => return refuse(error, Exchange::new(start, None, None), has_body),
+        Err(error) => return refuse(error, Exchange::new(start, unmatched()), has_body),
     };
     let host = match &authority {
         Some(authority) if rt.router.has_host_routes() => {
@@ -158,14 +164,10 @@ pub async fn handle(
     };
     let routed = match rt.router.route(host.as_deref(), &path) {
         Ok(routed) => routed,
-        Err(error) => return refuse(error, Exchange::new(start, None, None), has_body),
+        Err(error) => return refuse(error, Exchange::new(start, unmatched()), has_body),
     };
     let policy = routed.policy.clone();
-    let exchange = Exchange::new(
-        start,
-        Some(policy.label.clone()),
-        Some(policy.service.name.clone()),
-    );
+    let exchange = Exchange::new(start, policy.stats.clone());
     let admission = Admission {
         routed,
         request_uri: &request_uri,
@@ -232,6 +234,10 @@ async fn serve_route(
     limit: &mut Option<Decision>,
 ) -> Response<GatewayBody> {
     let has_body = admission.has_body;
+    match rt.pressure.admit() {
+        Ok(slot) => exchange.hold_pressure_slot(slot),
+        Err(error) => return refuse(error, exchange, has_body),
+    }
     if !admission.ip_admitted() {
         let error = GatewayError::client(
             ErrorKind::Forbidden,
@@ -302,6 +308,7 @@ async fn serve_route(
         let refused = (!decision.allowed()).then(|| decision.refusal());
         *limit = Some(decision);
         if let Some(error) = refused {
+            policy.stats.count_rate_limited();
             // A small body is read and dropped, so the 429 keeps the connection (and is not
             // lost to a reset); a larger one closes it.
             let drained = has_body && drain_small_body(req).await;
@@ -463,6 +470,7 @@ async fn serve_route(
         .filter(|_| !parts.headers.contains_key(http::header::CONTENT_LENGTH));
     if event_stream {
         sse::set_stream_headers(&mut parts.headers);
+        exchange.release_pressure_slot();
     }
     apply_header_ops(&mut parts.headers, &policy.response_headers);
     parts

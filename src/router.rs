@@ -29,6 +29,7 @@ use http::Method;
 
 use crate::config::{Config, HeaderOps, MatchKind, Rewrite, RouteAccess, RouteLimit};
 use crate::error::{ErrorKind, GatewayError};
+use crate::observe::route_stats::RouteStats;
 use crate::ratelimit::NamedPolicy;
 use crate::upstream::Service;
 
@@ -36,8 +37,9 @@ pub use path::{normalize_path, PathError};
 
 /// Everything the proxy needs to know about the route a request took.
 pub struct RoutePolicy {
-    /// The route as it appears in logs and metrics: the config path, or `/api/<service>`.
-    pub label: Arc<str>,
+    /// The route's figures, and its name in logs and metrics: the config path (with
+    /// ` exact` or ` host=<host>` when several routes share it), or `/api/<service>`.
+    pub stats: Arc<RouteStats>,
     pub service: Arc<Service>,
     match_kind: MatchKind,
     host: Option<String>,
@@ -110,8 +112,23 @@ impl Router {
             let service = services.get(&route.service).ok_or_else(|| {
                 format!("route {}: unknown service {}", route.path, route.service)
             })?;
+            // Unique, as (path, match, host) is; a space never occurs in a path.
+            let exact = if route.match_kind == MatchKind::Exact {
+                " exact"
+            } else {
+                ""
+            };
+            let host = route
+                .host
+                .as_deref()
+                .map(|h| format!(" host={h}"))
+                .unwrap_or_default();
+            let name = format!("{}{exact}{host}", route.path);
             let policy = RoutePolicy {
-                label: Arc::from(route.path.as_str()),
+                stats: Arc::new(RouteStats::new(
+                    Arc::from(name.as_str()),
+                    Some(service.name.clone()),
+                )),
                 service: service.clone(),
                 match_kind: route.match_kind,
                 host: route.host.clone(),
@@ -136,18 +153,6 @@ impl Router {
                     None => default_limit.clone(),
                     Some(RouteLimit::Off) => None,
                     Some(RouteLimit::Own(policy)) => {
-                        // Unique, as (path, match, host) is; a space never occurs in a path.
-                        let exact = if route.match_kind == MatchKind::Exact {
-                            " exact"
-                        } else {
-                            ""
-                        };
-                        let host = route
-                            .host
-                            .as_deref()
-                            .map(|h| format!(" host={h}"))
-                            .unwrap_or_default();
-                        let name = format!("{}{exact}{host}", route.path);
                         Some(Arc::new(NamedPolicy::new(&name, policy.clone())))
                     }
                 },
@@ -183,7 +188,10 @@ impl Router {
                 _ => None,
             };
             let policy = RoutePolicy {
-                label: Arc::from(format!("{prefix}/{name}")),
+                stats: Arc::new(RouteStats::new(
+                    Arc::from(format!("{prefix}/{name}")),
+                    Some(service.name.clone()),
+                )),
                 service: service.clone(),
                 match_kind: MatchKind::Prefix,
                 host: None,
@@ -239,6 +247,15 @@ impl Router {
             closed_services: services.keys().filter(|n| !open(n)).cloned().collect(),
             has_host_routes,
         })
+    }
+
+    /// Every route, config routes first, each group sorted by name (for stats and metrics).
+    pub fn policies(&self) -> Vec<&Arc<RoutePolicy>> {
+        let mut config: Vec<_> = self.config_routes.values().flatten().collect();
+        config.sort_by(|a, b| a.stats.label.cmp(&b.stats.label));
+        let service_routes = [&self.api_policies, &self.sse_policies, &self.ws_policies];
+        config.extend(service_routes.into_iter().flat_map(|p| p.values()));
+        config
     }
 
     /// Routes a normalised `path` for `host` (lowercase, without port).

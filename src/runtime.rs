@@ -11,7 +11,9 @@ use ipnet::IpNet;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::observe::metrics::Metrics;
 use crate::observe::Live;
+use crate::pressure::Pressure;
 use crate::ratelimit::Limiter;
 use crate::router::Router;
 use crate::upstream::Service;
@@ -29,6 +31,13 @@ pub struct Runtime {
     /// Ops endpoints live on their own listener, not on the public one.
     pub admin_separate: bool,
     pub live: Arc<Live>,
+    /// Gateway-wide request figures (routes and endpoints hold their own).
+    pub metrics: Arc<Metrics>,
+    pub pressure: Arc<Pressure>,
+    /// How many configurations this process has loaded (1 until reloads exist).
+    pub config_version: u64,
+    /// A short SHA-256 of the validated config, so a scrape shows which one runs.
+    pub config_fingerprint: String,
 }
 
 /// The handle the server shares between connections.
@@ -53,6 +62,10 @@ impl Runtime {
             trusted_proxies: config.server.trusted_proxies.clone(),
             admin_separate: config.server.admin_listen.is_some(),
             live: Arc::new(Live::new()),
+            metrics: Arc::new(Metrics::new(config.metrics.enabled)),
+            pressure: Arc::new(Pressure::new(&config.pressure)),
+            config_version: 1,
+            config_fingerprint: fingerprint(&config),
             config,
         })
     }
@@ -65,4 +78,15 @@ impl Runtime {
     pub fn is_ready(&self) -> bool {
         self.services.values().all(|s| s.is_ready())
     }
+}
+
+/// The first 12 hex digits of a SHA-256 over the config's debug form: it changes when any
+/// setting does, and cannot be turned back into the secrets it includes.
+fn fingerprint(config: &Config) -> String {
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{config:?}").as_bytes());
+    digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

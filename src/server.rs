@@ -77,6 +77,9 @@ pub struct StreamHost {
     pub tracker: TaskTracker,
     /// Cancelled when the shutdown grace period is over.
     pub stop: CancellationToken,
+    /// Cancelled when shutdown begins: streams the gateway makes itself (the dashboard's
+    /// live feed) end then, so they never hold up a drain.
+    pub draining: CancellationToken,
     pub guard: Arc<ConnGuard>,
 }
 
@@ -184,6 +187,7 @@ async fn serve_connection(
     let streams = StreamHost {
         tracker: shared.tracker.clone(),
         stop: shared.hard_stop.clone(),
+        draining: shutdown.clone(),
         guard,
     };
     let info = |tls| ConnInfo::new(peer, local_port, tls, activity.clone(), streams.clone());

@@ -18,7 +18,7 @@ pub mod health;
 pub mod pool;
 pub mod window;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub struct Service {
     pub preserve_host: bool,
     pub max_retries: u32,
     pub retry_budget: RetryBudget,
+    /// Retries made so far (for `/metrics`).
+    pub retries_total: AtomicU64,
     /// What a `hash` balancer keys on; `None` for other balancers.
     pub hash_key: Option<HashKey>,
     pub health_check: Option<HealthCheckConfig>,
@@ -95,6 +97,7 @@ impl Service {
             preserve_host: config.preserve_host,
             max_retries: config.max_retries,
             retry_budget: RetryBudget::new(),
+            retries_total: AtomicU64::new(0),
             hash_key: match &config.balancer {
                 crate::config::BalancerKind::Hash(key) => Some(key.clone()),
                 _ => None,
@@ -104,6 +107,10 @@ impl Service {
             connect_timeout: config.connect_timeout,
             clock: Clock::new(),
         })
+    }
+
+    pub fn count_retry(&self) {
+        self.retries_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the service has an endpoint in service (healthy, breaker not open).

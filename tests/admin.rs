@@ -29,7 +29,8 @@ async fn admin_endpoints_need_a_token_and_the_login_sets_a_strict_cookie() {
     error_body(stats, "unauthorized").await;
     let page = client().get(gw.url("/admin")).send().await.unwrap();
     assert_eq!(page.status(), 303);
-    assert_eq!(page.headers()["location"], "/admin/login");
+    // Relative, so it also works behind a proxy that serves the gateway under a prefix.
+    assert_eq!(page.headers()["location"], "admin/login");
     let with_token = client()
         .get(gw.url("/admin/stats"))
         .bearer_auth(token())
@@ -45,9 +46,12 @@ async fn admin_endpoints_need_a_token_and_the_login_sets_a_strict_cookie() {
         .await
         .unwrap();
     assert_eq!(login.status(), 303);
-    assert_eq!(login.headers()["location"], "/admin");
+    assert_eq!(login.headers()["location"], "../admin");
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
-    for attribute in ["Path=/admin", "HttpOnly", "SameSite=Strict", "Max-Age="] {
+    // No Path: the browser scopes it to the login page's directory (`/admin`, or
+    // `<prefix>/admin` behind a proxy).
+    assert!(!cookie.contains("Path="), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Max-Age="] {
         assert!(cookie.contains(attribute), "{cookie}");
     }
     let pair = cookie.split(';').next().unwrap().to_owned();
@@ -66,7 +70,7 @@ async fn admin_endpoints_need_a_token_and_the_login_sets_a_strict_cookie() {
         .send()
         .await
         .unwrap();
-    assert_eq!(bad.headers()["location"], "/admin/login?failed=1");
+    assert_eq!(bad.headers()["location"], "login?failed=1");
     assert!(bad.headers().get("set-cookie").is_none());
     let cross_site = client()
         .post(gw.url("/admin/login"))
@@ -75,7 +79,7 @@ async fn admin_endpoints_need_a_token_and_the_login_sets_a_strict_cookie() {
         .send()
         .await
         .unwrap();
-    assert_eq!(cross_site.headers()["location"], "/admin/login?failed=1");
+    assert_eq!(cross_site.headers()["location"], "login?failed=1");
     assert!(cross_site.headers().get("set-cookie").is_none());
     assert_eq!(up.count(), 0);
 }
@@ -189,7 +193,7 @@ async fn an_api_key_logs_in_and_admin_claims_are_enforced() {
         .send()
         .await
         .unwrap();
-    assert_eq!(login.headers()["location"], "/admin");
+    assert_eq!(login.headers()["location"], "../admin");
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.contains("Max-Age=28800"), "{cookie}");
     let pair = cookie.split(';').next().unwrap().to_owned();

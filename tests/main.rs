@@ -14,6 +14,7 @@ mod forwarding;
 mod framing;
 mod jwt;
 mod limits;
+mod observe;
 mod pools;
 mod ratelimit;
 mod routing;

@@ -21,7 +21,7 @@ use crate::support::{admin_stats, client, error_body, service, TestGateway};
 
 /// An event-stream upstream playing a script: each chunk after its delay, then the end of
 /// the stream, or (with `hold_open`) silence until the client goes away.
-struct SseUpstream {
+pub(crate) struct SseUpstream {
     addr: SocketAddr,
     /// `Last-Event-ID` of the latest request, if it had one.
     last_event_id: Arc<Mutex<Option<String>>>,
@@ -39,7 +39,10 @@ impl Drop for DropClock {
 }
 
 impl SseUpstream {
-    async fn start(script: Vec<(Duration, &'static str)>, hold_open: bool) -> SseUpstream {
+    pub(crate) async fn start(
+        script: Vec<(Duration, &'static str)>,
+        hold_open: bool,
+    ) -> SseUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let last_event_id = Arc::new(Mutex::new(None));
@@ -92,7 +95,7 @@ impl SseUpstream {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }

@@ -33,13 +33,13 @@ struct Seen {
 /// A WebSocket upstream. On `/deaf` it completes the handshake, then never reads again (so it
 /// never answers a ping). Everywhere else it echoes each message back as it came, and on the
 /// text `close-me` closes with 4001 "bye". It picks the subprotocol `chat` when offered.
-struct WsUpstream {
+pub(crate) struct WsUpstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Seen>>,
 }
 
 impl WsUpstream {
-    async fn start() -> WsUpstream {
+    pub(crate) async fn start() -> WsUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -103,7 +103,7 @@ impl WsUpstream {
         WsUpstream { addr, seen }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 

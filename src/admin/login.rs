@@ -1,8 +1,13 @@
 //! The admin login: a form takes a token (or API key), the gateway verifies it exactly as it
 //! would a bearer header, and keeps it in a cookie the browser sends back on `/admin` paths
 //! only: HttpOnly (scripts cannot read it), SameSite=Strict (no other site can make the
-//! browser send it), Secure when the browser came over https (ours or a trusted proxy's), expiring with the token. A form posted from
-//! another origin is refused, so no site can log a browser in as someone else.
+//! browser send it), Secure when the browser came over https (ours or a trusted proxy's),
+//! expiring with the token. A form posted from another origin is refused, so no site can log
+//! a browser in as someone else.
+//!
+//! Every location is relative and the cookie has no `Path`, so the browser scopes it to the
+//! directory of the login page: behind a proxy that serves the gateway under a prefix
+//! (`/ops/admin/login`), the pages and the cookie follow the prefix with no setting.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,7 +43,7 @@ pub async fn submit(
     runtime: &Runtime,
     https: bool,
 ) -> Response<GatewayBody> {
-    let failed = || redirect("/admin/login?failed=1");
+    let failed = || redirect("login?failed=1");
     if !same_origin(&req) {
         tracing::info!("admin login refused: the form came from another origin");
         return failed();
@@ -88,13 +93,14 @@ pub async fn submit(
     let max_age = identity
         .expires_at()
         .map_or(API_KEY_SESSION, |exp| exp.saturating_sub(now));
-    let mut response = redirect("/admin");
+    // From `<prefix>/admin/login` to `<prefix>/admin`.
+    let mut response = redirect("../admin");
     set_cookie(&mut response, &format!("{token}; Max-Age={max_age}"), https);
     response
 }
 
 pub fn logout(req: &Request<Incoming>, https: bool) -> Response<GatewayBody> {
-    let mut response = redirect("/admin/login");
+    let mut response = redirect("login");
     if !same_origin(req) {
         // Another site may not sign the operator out either.
         return response;
@@ -105,8 +111,7 @@ pub fn logout(req: &Request<Incoming>, https: bool) -> Response<GatewayBody> {
 
 fn set_cookie(response: &mut Response<GatewayBody>, value_and_age: &str, https: bool) {
     let secure = if https { "; Secure" } else { "" };
-    let cookie =
-        format!("{ADMIN_COOKIE}={value_and_age}; Path=/admin; HttpOnly; SameSite=Strict{secure}");
+    let cookie = format!("{ADMIN_COOKIE}={value_and_age}; HttpOnly; SameSite=Strict{secure}");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(SET_COOKIE, value);
     }

@@ -1,23 +1,27 @@
 //! The two stats documents, in the shapes the seeds' dashboards and scripts already read.
 //!
 //! - `/admin/stats`: Real-Time-API-Gateway's shape — per service its endpoints with health,
-//!   breaker, in-flight requests by kind, totals, a windowed request rate and latencies.
-//!   `rps` is requests per second over the last ten whole seconds (fewer right after start),
-//!   not the seed's since-last-sample figure that read 0 between samples. `healthy` counts
-//!   endpoints that can take traffic now (health checks passing, breaker not open).
+//!   breaker, in-flight requests by kind, totals, a windowed request rate and latencies —
+//!   extended with gateway `totals`, per-route figures and the overload state. Rates and
+//!   percentiles come from the windowed series ([`crate::observe::series`]) over the last ten
+//!   whole seconds (fewer right after start), not the seed's since-last-sample figure that
+//!   read 0 between samples. `healthy` counts endpoints that can take traffic now (health
+//!   checks passing, breaker not open).
 //! - `/gateway/stats`: Aegis's array of `{path, targetUrl, failures, state}`, one entry per
 //!   route and endpoint (the breaker is per endpoint, so routes to one service share it).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering::Relaxed;
 
 use serde_json::{json, Value};
 
+use crate::observe::metrics::epoch_ms;
+use crate::observe::series::Summary;
 use crate::runtime::Runtime;
 use crate::upstream::breaker::State;
 use crate::upstream::{Endpoint, Service, StreamCounters, StreamKind};
 
-/// The span `rps` and `errorRate` are computed over, in whole seconds.
-const RATE_WINDOW_SECS: u64 = 10;
+/// The span `rps`, `errorRate` and the percentiles are computed over, in whole seconds.
+pub const RATE_WINDOW_SECS: u64 = 10;
 
 pub fn admin_stats(rt: &Runtime) -> Value {
     let services: serde_json::Map<String, Value> = rt
@@ -45,7 +49,70 @@ pub fn admin_stats(rt: &Runtime) -> Value {
         },
         "auth": rt.auth.stats(),
         "rateLimit": rt.limiter.stats(),
+        "totals": totals(rt),
+        "routes": routes(rt),
+        "pressure": rt.pressure.status(),
     })
+}
+
+/// Gateway-wide figures over the rate window: every request but the ops endpoints'.
+pub fn totals(rt: &Runtime) -> Value {
+    let now = epoch_ms();
+    let summary = rt.metrics.totals.summary(now, rate_window(rt));
+    let rate_limited: u64 = rt
+        .router
+        .policies()
+        .iter()
+        .map(|p| p.stats.rate_limited.load(Relaxed))
+        .sum();
+    json!({
+        "metricsEnabled": rt.metrics.enabled,
+        "windowSeconds": summary.seconds,
+        "requests": summary.requests,
+        "rps": round2(summary.rps()),
+        "errorRate": round4(summary.error_rate()),
+        "p50Ms": quantile(&summary, 0.5),
+        "p99Ms": quantile(&summary, 0.99),
+        "rateLimited": rate_limited,
+        "rateLimitedRps": round2(rt.metrics.rate_limited_rps(now, summary.seconds)),
+    })
+}
+
+/// Per route over the rate window, config routes first.
+pub fn routes(rt: &Runtime) -> Vec<Value> {
+    let now = epoch_ms();
+    let seconds = rate_window(rt);
+    rt.router
+        .policies()
+        .iter()
+        .map(|p| {
+            let stats = &p.stats;
+            let summary = stats.series.summary(now, seconds);
+            json!({
+                "route": &*stats.label,
+                "service": stats.service.as_deref(),
+                "rps": round2(summary.rps()),
+                "errorRate": round4(summary.error_rate()),
+                "p99Ms": quantile(&summary, 0.99),
+                "rateLimited": stats.rate_limited.load(Relaxed),
+                "aborted": stats.aborted.load(Relaxed),
+            })
+        })
+        .collect()
+}
+
+/// The rate window, shorter right after start (a gateway up for 3 s has 3 s of traffic).
+fn rate_window(rt: &Runtime) -> u64 {
+    rt.live
+        .started
+        .elapsed()
+        .as_secs()
+        .clamp(1, RATE_WINDOW_SECS)
+}
+
+/// A percentile in milliseconds, `null` without traffic.
+pub fn quantile(summary: &Summary, q: f64) -> Option<f64> {
+    summary.quantile_ms(q).map(round2)
 }
 
 pub fn gateway_stats(rt: &Runtime) -> Value {
@@ -80,24 +147,20 @@ fn service_stats(service: &Service) -> Value {
     let now = service.clock.now_ms();
     let seconds = (now / 1000).clamp(1, RATE_WINDOW_SECS);
     let endpoints = service.pool.endpoints();
-    let mut requests = 0;
-    let mut failures = 0;
+    let mut total = Summary {
+        seconds,
+        ..Summary::default()
+    };
     let mut latencies = Vec::new();
     let details: Vec<Value> = endpoints
         .iter()
         .map(|endpoint| {
-            let counts = endpoint.stats.window.counts(now, RATE_WINDOW_SECS, false);
-            requests += counts.requests;
-            failures += counts.failures;
-            if endpoint
-                .stats
-                .requests_total
-                .load(std::sync::atomic::Ordering::Relaxed)
-                > 0
-            {
+            let summary = endpoint.stats.series.summary(now, seconds);
+            total.merge(&summary);
+            if endpoint.stats.requests_total.load(Relaxed) > 0 {
                 latencies.push(endpoint.ewma.cost(now) / 1000.0);
             }
-            endpoint_stats(endpoint, now, counts.requests as f64 / seconds as f64)
+            endpoint_stats(endpoint, now, &summary)
         })
         .collect();
     let avg_latency = if latencies.is_empty() {
@@ -109,8 +172,9 @@ fn service_stats(service: &Service) -> Value {
         "upstreams": endpoints.len(),
         "healthy": endpoints.iter().filter(|e| e.is_in_service(now)).count(),
         "avgLatencyMs": round2(avg_latency),
-        "rps": round2(requests as f64 / seconds as f64),
-        "errorRate": if requests == 0 { 0.0 } else { round2(failures as f64 / requests as f64) },
+        "rps": round2(total.rps()),
+        "errorRate": round4(total.error_rate()),
+        "p99Ms": quantile(&total, 0.99),
         "streams": {
             "sse": stream_counts(&endpoints.iter().map(|e| &e.stats.sse).collect::<Vec<_>>()),
             "ws": stream_counts(&endpoints.iter().map(|e| &e.stats.ws).collect::<Vec<_>>()),
@@ -119,15 +183,13 @@ fn service_stats(service: &Service) -> Value {
     })
 }
 
-fn endpoint_stats(endpoint: &Endpoint, now: u64, rps: f64) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
+fn endpoint_stats(endpoint: &Endpoint, now: u64, summary: &Summary) -> Value {
     let state = endpoint.breaker.state_at(now);
     let open_until = match state {
         // The service clock's milliseconds, as wall-clock time.
         State::Open { until_ms } => epoch_ms() + until_ms.saturating_sub(now),
         _ => 0,
     };
-    let (p50, p99) = endpoint.latency_percentiles();
     json!({
         "url": &*endpoint.label,
         "healthy": endpoint.is_in_service(now),
@@ -139,12 +201,13 @@ fn endpoint_stats(endpoint: &Endpoint, now: u64, rps: f64) -> Value {
         },
         "requestsTotal": endpoint.stats.requests_total.load(Relaxed),
         "errorsTotal": endpoint.stats.errors_total.load(Relaxed),
-        "rps": round2(rps),
+        "rps": round2(summary.rps()),
+        "errorRate": round4(summary.error_rate()),
         "latency": {
             "ewmaMs": round2(endpoint.ewma.cost(now) / 1000.0),
             "lastMs": round2(endpoint.stats.last_latency_us.load(Relaxed) as f64 / 1000.0),
-            "p50Ms": round2(p50 as f64 / 1000.0),
-            "p99Ms": round2(p99 as f64 / 1000.0),
+            "p50Ms": quantile(summary, 0.5),
+            "p99Ms": quantile(summary, 0.99),
         },
         "streams": {
             "sse": stream_counts(&[&endpoint.stats.sse]),
@@ -163,7 +226,6 @@ fn endpoint_stats(endpoint: &Endpoint, now: u64, rps: f64) -> Value {
 /// `{messagesUp, messagesDown, bytesUp, bytesDown}` summed over `counters` (up is client to
 /// upstream).
 fn stream_counts(counters: &[&StreamCounters]) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
     let sum = |f: fn(&StreamCounters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
     json!({
         "messagesUp": sum(|c| c.messages_up.load(Relaxed)),
@@ -173,12 +235,10 @@ fn stream_counts(counters: &[&StreamCounters]) -> Value {
     })
 }
 
-fn round2(x: f64) -> f64 {
+pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }

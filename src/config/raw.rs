@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub websocket: RawWebSocket,
     pub sse: RawSse,
     pub pressure: RawPressure,
+    pub metrics: RawMetrics,
     pub breaker: RawBreaker,
     pub services: BTreeMap<String, RawService>,
     /// Services whose table could not be read (already reported): known names, not validated.
@@ -193,6 +194,13 @@ pub struct RawSse {
 pub struct RawPressure {
     pub max_event_loop_delay: Option<RawDuration>,
     pub max_rss: Option<RawSize>,
+    pub max_in_flight: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -362,6 +370,7 @@ impl RawConfig {
                 "websocket" => read(value, &key, &mut fail, &mut raw.websocket),
                 "sse" => read(value, &key, &mut fail, &mut raw.sse),
                 "pressure" => read(value, &key, &mut fail, &mut raw.pressure),
+                "metrics" => read(value, &key, &mut fail, &mut raw.metrics),
                 "breaker" => read(value, &key, &mut fail, &mut raw.breaker),
                 "tls" => {
                     let mut tls = None;
@@ -401,7 +410,7 @@ impl RawConfig {
                 _ => errors.push((
                     key.clone(),
                     "unknown section (expected server, tls, log, auth, rate_limit, cache, \
-                     websocket, sse, pressure, breaker, services or routes)"
+                     websocket, sse, pressure, metrics, breaker, services or routes)"
                         .to_owned(),
                 )),
             }

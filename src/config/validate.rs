@@ -189,6 +189,16 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             |s| s.parse().map(Some),
             None,
         ),
+        max_in_flight: match raw.pressure.max_in_flight {
+            Some(0) => {
+                errors.push("pressure.max_in_flight", "must be at least 1");
+                None
+            }
+            other => other,
+        },
+    };
+    let metrics = MetricsConfig {
+        enabled: raw.metrics.enabled.unwrap_or(true),
     };
 
     let response_timeout_default = match env.get("HTTP_PROXY_TIMEOUT_MS") {
@@ -242,6 +252,7 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             websocket,
             sse,
             pressure,
+            metrics,
             services,
             routes,
         })

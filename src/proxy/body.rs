@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -80,6 +81,8 @@ enum Source {
 
 enum Kind {
     Full(Option<Bytes>),
+    /// Made by the gateway as it goes (the dashboard's live feed); ends with the stream.
+    Generated(Pin<Box<dyn Stream<Item = Bytes> + Send>>),
     Upstream {
         inner: Incoming,
         idle: IdleTimer,
@@ -238,6 +241,15 @@ impl GatewayBody {
         }
     }
 
+    /// A body the gateway produces chunk by chunk.
+    pub fn generated(stream: impl Stream<Item = Bytes> + Send + 'static) -> Self {
+        GatewayBody {
+            kind: Kind::Generated(Box::pin(stream)),
+            lease: None,
+            exchange: None,
+        }
+    }
+
     pub fn upstream(inner: Incoming, idle_timeout: Duration) -> Self {
         GatewayBody {
             kind: Kind::Upstream {
@@ -297,6 +309,10 @@ impl Body for GatewayBody {
         let this = &mut *self;
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Generated(stream) => stream
+                .as_mut()
+                .poll_next(cx)
+                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
             Kind::Upstream {
                 inner,
                 idle,
@@ -343,6 +359,7 @@ impl Body for GatewayBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
+            Kind::Generated(_) => false,
             Kind::Upstream { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -350,6 +367,7 @@ impl Body for GatewayBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Generated(_) => SizeHint::default(),
             Kind::Upstream { inner, .. } => inner.size_hint(),
         }
     }

@@ -218,6 +218,7 @@ pub(super) async fn forward(
         }
         log_failure(exchange, &endpoint.label, &failure, retrying);
         if retrying {
+            service.count_retry();
             attempt += 1;
             continue;
         }

@@ -21,7 +21,12 @@ const SERVICES: &str = r#"
 fn routed(router: &Router, host: Option<&str>, path: &str) -> Result<(String, String), ErrorKind> {
     router
         .route(host, path)
-        .map(|r| (r.policy.label.to_string(), r.forward_path.into_owned()))
+        .map(|r| {
+            (
+                r.policy.stats.label.to_string(),
+                r.forward_path.into_owned(),
+            )
+        })
         .map_err(|e| e.kind)
 }
 
@@ -98,7 +103,8 @@ fn exact_routes_match_only_their_path_and_hosts_fall_back() {
     ));
     assert_eq!(
         routed(&r, None, "/status"),
-        Ok(("/status".into(), "/status".into()))
+        // Routes are named apart when they share a path.
+        Ok(("/status exact".into(), "/status".into()))
     );
     assert_eq!(
         routed(&r, None, "/status/x"),
@@ -106,7 +112,7 @@ fn exact_routes_match_only_their_path_and_hosts_fall_back() {
     );
     assert_eq!(
         routed(&r, Some("admin.example.com"), "/app/1"),
-        Ok(("/app".into(), "/app/1".into()))
+        Ok(("/app host=admin.example.com".into(), "/app/1".into()))
     );
     assert_eq!(
         routed(&r, Some("other.example.com"), "/app/1"),

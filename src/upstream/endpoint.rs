@@ -13,11 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use super::breaker::{Admission, Breaker, Outcome, State, Transition};
 use super::ewma::{PeakEwma, DEFAULT_DECAY_MS};
-use super::window::Window;
 use crate::config::{BreakerConfig, UpstreamUrl};
-
-/// How many recent latencies `/admin/stats` computes p50 and p99 from.
-const LATENCY_SAMPLES: usize = 256;
+use crate::observe::latency::Histogram;
+use crate::observe::series::Series;
 
 #[derive(Debug)]
 pub struct Endpoint {
@@ -50,11 +48,11 @@ pub enum StreamKind {
 pub struct EndpointStats {
     pub requests_total: AtomicU64,
     pub errors_total: AtomicU64,
-    /// Per-second requests and failures over the last 10 seconds.
-    pub window: Window,
+    /// Per-second requests, failures and latencies over the last minutes (service clock).
+    pub series: Series,
+    /// Every latency since start, for `/metrics`.
+    pub latency: Histogram,
     pub last_latency_us: AtomicU64,
-    samples: [AtomicU32; LATENCY_SAMPLES],
-    next_sample: AtomicU64,
     /// What went through this endpoint's event streams (messages are events).
     pub sse: StreamCounters,
     /// What went through this endpoint's WebSocket bridges.
@@ -115,10 +113,9 @@ impl Endpoint {
             stats: EndpointStats {
                 requests_total: AtomicU64::new(0),
                 errors_total: AtomicU64::new(0),
-                window: Window::new(10),
+                series: Series::default(),
+                latency: Histogram::default(),
                 last_latency_us: AtomicU64::new(0),
-                samples: std::array::from_fn(|_| AtomicU32::new(0)),
-                next_sample: AtomicU64::new(0),
                 sse: StreamCounters::default(),
                 ws: StreamCounters::default(),
             },
@@ -214,25 +211,6 @@ impl Endpoint {
         Some(next)
     }
 
-    /// The p50 and p99 of the recent latencies, in microseconds.
-    pub fn latency_percentiles(&self) -> (u64, u64) {
-        let taken = self
-            .stats
-            .next_sample
-            .load(Ordering::Relaxed)
-            .min(LATENCY_SAMPLES as u64);
-        let mut samples: Vec<u32> = self.stats.samples[..taken as usize]
-            .iter()
-            .map(|s| s.load(Ordering::Relaxed))
-            .collect();
-        if samples.is_empty() {
-            return (0, 0);
-        }
-        samples.sort_unstable();
-        let at = |q: f64| u64::from(samples[((samples.len() - 1) as f64 * q).round() as usize]);
-        (at(0.5), at(0.99))
-    }
-
     fn log_transition(&self, transition: Option<Transition>) {
         let Some(Transition { from, to }) = transition else {
             return;
@@ -290,13 +268,9 @@ impl Lease {
         if failed {
             stats.errors_total.fetch_add(1, Ordering::Relaxed);
         }
-        stats.window.record(now_ms, failed);
+        stats.series.record(now_ms, latency_us, failed);
+        stats.latency.record(latency_us);
         stats.last_latency_us.store(latency_us, Ordering::Relaxed);
-        let slot = stats.next_sample.fetch_add(1, Ordering::Relaxed) as usize % LATENCY_SAMPLES;
-        stats.samples[slot].store(
-            latency_us.min(u64::from(u32::MAX)) as u32,
-            Ordering::Relaxed,
-        );
         let transition = endpoint.breaker.record(admission, outcome, now_ms);
         endpoint.log_transition(transition);
     }

@@ -3,16 +3,13 @@
 //! failure ratio and a true windowed rate for `/admin/stats` (the seed's `rps` was a
 //! since-last-sample figure that read 0 between samples).
 //!
-//! Writers touch one bucket with relaxed atomics. A bucket from an older second is reset by
-//! the first writer of the new second: it marks the bucket as resetting, zeroes it, then tags
-//! it with the new second, so a reader never takes an old second's counts for the current
-//! one (the breaker decides on them). A count landing on a bucket during its reset may be
-//! lost, an accepted inaccuracy that keeps locks off the request path.
+//! Writers touch one bucket with relaxed atomics; buckets change seconds as the dashboard's
+//! series do ([`enter_second`]), so a reader never takes an old second's counts for the
+//! current one (the breaker decides on them).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// The tag of a bucket being reset: it matches no second.
-const RESETTING: u64 = u64::MAX;
+use crate::observe::series::{enter_second, second_of};
 
 #[derive(Debug)]
 pub struct Window {
@@ -47,19 +44,10 @@ impl Window {
     pub fn record(&self, now_ms: u64, failed: bool) {
         let second = now_ms / 1000;
         let bucket = &self.buckets[(second % self.buckets.len() as u64) as usize];
-        let tag = second + 1;
-        let seen = bucket.second.load(Ordering::Acquire);
-        if seen != tag
-            && seen != RESETTING
-            && bucket
-                .second
-                .compare_exchange(seen, RESETTING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
+        enter_second(&bucket.second, second, || {
             bucket.requests.store(0, Ordering::Relaxed);
             bucket.failures.store(0, Ordering::Relaxed);
-            bucket.second.store(tag, Ordering::Release);
-        }
+        });
         bucket.requests.fetch_add(1, Ordering::Relaxed);
         if failed {
             bucket.failures.fetch_add(1, Ordering::Relaxed);
@@ -81,7 +69,7 @@ impl Window {
             return counts;
         }
         for bucket in self.buckets.iter() {
-            let Some(second) = bucket.second.load(Ordering::Acquire).checked_sub(1) else {
+            let Some(second) = second_of(&bucket.second) else {
                 continue;
             };
             if second >= first && second <= last && (include_current || second < current) {

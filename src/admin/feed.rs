@@ -1,0 +1,179 @@
+//! `/admin/feed`: the dashboard's live feed, as Server-Sent Events. Once a second (the first
+//! at once) one event carries the whole dashboard — headline figures, five minutes of
+//! per-second series for the charts, services and endpoints, routes, overload state and the
+//! last error responses — so a page that (re)connects is complete with its first event and
+//! the browser never polls.
+//!
+//! The feed is made by the gateway, not proxied, so it ends when shutdown begins rather than
+//! holding up the drain; the browser's EventSource reconnects to the next process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Response};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::stats::{quantile, round2, totals, RATE_WINDOW_SECS};
+use crate::observe::metrics::epoch_ms;
+use crate::observe::series::{Summary, SERIES_SECONDS};
+use crate::proxy::body::GatewayBody;
+use crate::runtime::Runtime;
+use crate::upstream::breaker::State;
+use crate::upstream::StreamKind;
+
+const PERIOD: Duration = Duration::from_secs(1);
+
+pub fn response(runtime: Arc<Runtime>, stop: CancellationToken) -> Response<GatewayBody> {
+    // The browser waits 2 s before reconnecting after the stream ends.
+    let hello = Bytes::from_static(b"retry: 2000\n\n");
+    let events = stream::unfold(
+        (runtime, stop, None::<tokio::time::Interval>),
+        |(runtime, stop, ticker)| async move {
+            let mut ticker = match ticker {
+                Some(mut ticker) => {
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        () = stop.cancelled() => return None,
+                    }
+                    ticker
+                }
+                None => {
+                    let mut ticker = tokio::time::interval(PERIOD);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    ticker.tick().await; // the first tick is immediate
+                    ticker
+                }
+            };
+            if stop.is_cancelled() {
+                return None;
+            }
+            let event = format!("data: {}\n\n", snapshot(&runtime));
+            ticker.reset();
+            Some((Bytes::from(event), (runtime, stop, Some(ticker))))
+        },
+    );
+    let body = stream::once(async move { hello }).chain_events(events);
+    let mut response = Response::new(GatewayBody::generated(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Chains without `StreamExt` pulling in its whole feature set.
+trait ChainEvents: futures_util::Stream<Item = Bytes> + Sized {
+    fn chain_events<S: futures_util::Stream<Item = Bytes>>(
+        self,
+        next: S,
+    ) -> futures_util::stream::Chain<Self, S> {
+        futures_util::StreamExt::chain(self, next)
+    }
+}
+
+impl<T: futures_util::Stream<Item = Bytes>> ChainEvents for T {}
+
+/// One event's document (the shape `dashboard.html` reads).
+pub fn snapshot(rt: &Runtime) -> Value {
+    let now = epoch_ms();
+    let mut totals = totals(rt);
+    totals["connections"] = connections(rt);
+    totals["cache"] = json!({"enabled": false, "hits": 0, "misses": 0, "hitRatio": null});
+    let seconds = rt.metrics.totals.per_second(now, SERIES_SECONDS);
+    let start_ms = (now / 1000 - seconds.len() as u64) * 1000;
+    json!({
+        "nowMs": now,
+        "uptimeSeconds": rt.live.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "totals": totals,
+        "series": {
+            "startMs": start_ms,
+            "stepMs": 1000,
+            "rps": seconds.iter().map(|s| s.requests).collect::<Vec<_>>(),
+            "errors": seconds.iter().map(|s| s.errors).collect::<Vec<_>>(),
+            "p50Ms": seconds.iter().map(|s| quantile(s, 0.5)).collect::<Vec<_>>(),
+            "p99Ms": seconds.iter().map(|s| quantile(s, 0.99)).collect::<Vec<_>>(),
+        },
+        "services": services(rt, now),
+        "routes": super::stats::routes(rt),
+        "pressure": rt.pressure.status(),
+        "recentErrors": rt.metrics.recent_errors().iter().map(|e| json!({
+            "atMs": e.at_ms,
+            "status": e.status,
+            "method": e.method.as_str(),
+            "path": e.path,
+            "route": &*e.route,
+            "requestId": e.request_id.to_str().unwrap_or("-"),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn connections(rt: &Runtime) -> Value {
+    let in_flight = |kind| -> u64 {
+        rt.services
+            .values()
+            .flat_map(|s| s.pool.endpoints())
+            .map(|e| u64::from(e.in_flight(kind)))
+            .sum()
+    };
+    json!({
+        "http": rt.live.open_connections(),
+        "sse": in_flight(StreamKind::Sse),
+        "ws": in_flight(StreamKind::WebSocket),
+    })
+}
+
+fn services(rt: &Runtime, wall_now: u64) -> Vec<Value> {
+    rt.services
+        .iter()
+        .map(|(name, service)| {
+            let now = service.clock.now_ms();
+            let seconds = (now / 1000).clamp(1, RATE_WINDOW_SECS);
+            let endpoints = service.pool.endpoints();
+            let mut total = Summary {
+                seconds,
+                ..Summary::default()
+            };
+            let upstreams: Vec<Value> = endpoints
+                .iter()
+                .map(|e| {
+                    let summary = e.stats.series.summary(now, seconds);
+                    total.merge(&summary);
+                    let state = e.breaker.state_at(now);
+                    let open_until = match state {
+                        State::Open { until_ms } => wall_now + until_ms.saturating_sub(now),
+                        _ => 0,
+                    };
+                    json!({
+                        "url": &*e.label,
+                        "healthy": e.is_healthy(),
+                        "breaker": state.as_lower(),
+                        "openUntilMs": open_until,
+                        "ewmaMs": round2(e.ewma.cost(now) / 1000.0),
+                        "inflight": {
+                            "http": e.in_flight(StreamKind::Http),
+                            "sse": e.in_flight(StreamKind::Sse),
+                            "ws": e.in_flight(StreamKind::WebSocket),
+                        },
+                        "rps": round2(summary.rps()),
+                        "p99Ms": quantile(&summary, 0.99),
+                        "errorRate": round2(summary.error_rate()),
+                    })
+                })
+                .collect();
+            json!({
+                "name": name,
+                "healthy": endpoints.iter().filter(|e| e.is_in_service(now)).count(),
+                "endpoints": endpoints.len(),
+                "rps": round2(total.rps()),
+                "p99Ms": quantile(&total, 0.99),
+                "errorRate": round2(total.error_rate()),
+                "upstreams": upstreams,
+            })
+        })
+        .collect()
+}
