@@ -120,7 +120,8 @@ fn print_banner(addr: SocketAddr) {
     let token = crate::token::mint(DEMO_SECRET, "demo-user", Duration::from_secs(3600), &[])
         .unwrap_or_else(|e| format!("(could not mint: {e})"));
     println!(
-        "\nsluice demo is running at {base}\n\n\
+        "\nsluice demo is running at {base}\n\
+         live dashboard: {base}/admin   (Prometheus metrics: {base}/metrics)\n\n\
          try:\n  \
          curl {base}/api/fast/hello?name=sluice          # proxied to the fast service\n  \
          curl {base}/users/42                             # a config route (prefix /users)\n  \

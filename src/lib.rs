@@ -4,9 +4,10 @@
 //!
 //! ```text
 //! client ─► server (accept, TLS, h1/h2, limits) ─► proxy::handle
-//!   request id, trace ─► ops endpoint? ─► framing ─► normalise path ─► route ─► method
-//!   ─► auth ─► body limit ─► pick endpoint ─► forward (pooled client, timeouts)
-//!   ─► response headers ─► stream body back ─► access log line when the body ends
+//!   request id, trace ─► ops endpoint? ─► framing ─► normalise path ─► route
+//!   ─► overload shedding ─► IP lists, method ─► auth ─► rate limit ─► body limit
+//!   ─► pick endpoint ─► forward (pooled client, timeouts) ─► response headers
+//!   ─► stream body back ─► access log line and request figures when the body ends
 //! ```
 //!
 //! Configuration is validated once ([`config`]) into an immutable [`runtime::Runtime`]

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! request id ─► ops endpoint? ─► framing and header-size checks ─► normalise path ─► route
-//!   ─► method ─► auth ─► body limit (Content-Length) ─► pick endpoint ─► upstream request
+//!   ─► overload shedding ─► IP lists ─► method ─► auth ─► rate limit ─► body limit (Content-Length) ─► pick endpoint ─► upstream request
 //!   (hop-by-hop removed, X-Forwarded-*, x-request-id, traceparent, route header edits)
 //!   ─► send with the response timeout ─► response headers cleaned and edited
 //!   (event streams: no-cache, no proxy buffering, heartbeats) ─► stream body

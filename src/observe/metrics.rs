@@ -8,6 +8,7 @@
 //! recorded (the benchmark's "off" side) and `/metrics` answers 404.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,6 +35,8 @@ pub struct Metrics {
     /// 429 answers per second (the limiter's, or an upstream's), for the dashboard.
     too_many: Window,
     recent_errors: Mutex<VecDeque<ErrorRecord>>,
+    /// The size of the last `/metrics` text, to size the next one's buffer.
+    last_scrape_bytes: AtomicUsize,
 }
 
 /// One error response, for the dashboard's list.
@@ -71,6 +74,7 @@ impl Metrics {
             admin: Arc::new(RouteStats::new(Arc::from("admin"), None)),
             too_many: Window::new(SERIES_SECONDS as usize),
             recent_errors: Mutex::new(VecDeque::with_capacity(RECENT_ERRORS)),
+            last_scrape_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -85,9 +89,7 @@ impl Metrics {
             now_ms,
         );
         if !done.completed {
-            stats
-                .aborted
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.aborted.fetch_add(1, Ordering::Relaxed);
         }
         if std::ptr::eq(stats, &*self.admin) {
             return;
@@ -127,6 +129,16 @@ impl Metrics {
     pub fn rate_limited_rps(&self, now_ms: u64, seconds: u64) -> f64 {
         let seconds = seconds.max(1);
         self.too_many.counts(now_ms, seconds, false).requests as f64 / seconds as f64
+    }
+
+    /// A buffer size for the next scrape: the last one's plus an eighth.
+    pub fn scrape_size_hint(&self) -> usize {
+        let last = self.last_scrape_bytes.load(Ordering::Relaxed);
+        (last + last / 8).max(64 * 1024)
+    }
+
+    pub fn remember_scrape_size(&self, bytes: usize) {
+        self.last_scrape_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// The last error responses, newest first.

@@ -13,6 +13,10 @@
 //! - the gateway: open connections, requests in flight, scheduler delay, requests shed,
 //!   config version and fingerprint, build info;
 //! - the process: resident memory, CPU seconds, open descriptors, threads, start time.
+//!
+//! A route's series appear once it has served a request, an endpoint's SSE and WebSocket
+//! series once it has carried such a stream: a gateway of 1,000 services would otherwise
+//! export tens of thousands of zeros on every scrape (see `bench/metrics-scrape`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -33,11 +37,14 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 pub fn render(runtime: &Arc<Runtime>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(runtime.clone())));
-    let mut text = String::with_capacity(64 * 1024);
+    // Sized like the last scrape: growing a multi-megabyte string by doubling costs more
+    // than the encoding.
+    let mut text = String::with_capacity(runtime.metrics.scrape_size_hint());
     // Writing into a String cannot fail; an encoder error would be a bug in a label.
     if let Err(error) = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry) {
         tracing::error!(%error, "metrics encoding failed");
     }
+    runtime.metrics.remember_scrape_size(text.len());
     text
 }
 
@@ -114,11 +121,12 @@ fn request_families(rt: &Runtime, out: &mut DescriptorEncoder) -> Result {
             histogram_value(&mut family, &labels, &histogram)?;
         }
     }
+    let served: Vec<_> = routes.iter().filter(|r| r.series.is_used()).collect();
     counter_family(
         out,
         "sluice_route_rate_limited",
         "Requests refused by a rate limit, by route.",
-        routes
+        served
             .iter()
             .map(|r| ([("route", &*r.label)], r.rate_limited.load(Relaxed))),
     )?;
@@ -126,7 +134,7 @@ fn request_families(rt: &Runtime, out: &mut DescriptorEncoder) -> Result {
         out,
         "sluice_route_aborted_responses",
         "Responses (streams included) whose client left before the end, by route.",
-        routes
+        served
             .iter()
             .map(|r| ([("route", &*r.label)], r.aborted.load(Relaxed))),
     )
@@ -146,6 +154,19 @@ fn upstream_families(rt: &Runtime, out: &mut DescriptorEncoder) -> Result {
         })
         .collect();
     let endpoints = &endpoints;
+    let carried = |kind: StreamKind| -> Vec<&EndpointEntry> {
+        endpoints
+            .iter()
+            .filter(|e| {
+                let counters = match kind {
+                    StreamKind::Sse => &e.1.stats.sse,
+                    _ => &e.1.stats.ws,
+                };
+                counters.opened.load(Relaxed) > 0
+            })
+            .collect()
+    };
+    let (sse, ws) = (carried(StreamKind::Sse), carried(StreamKind::WebSocket));
     let mut family = out.encode_descriptor(
         "sluice_upstream_request_duration_seconds",
         "Time from sending a request upstream to its response head, by service and endpoint.",
@@ -181,17 +202,16 @@ fn upstream_families(rt: &Runtime, out: &mut DescriptorEncoder) -> Result {
         None,
         MetricType::Gauge,
     )?;
-    for entry in endpoints {
-        for (kind, name) in [
-            (StreamKind::Http, "http"),
-            (StreamKind::Sse, "sse"),
-            (StreamKind::WebSocket, "ws"),
-        ] {
-            let labels = (labels(entry), [("kind", name)]);
-            family
-                .encode_family(&labels)?
-                .encode_gauge(&entry.1.in_flight(kind))?;
-        }
+    let kinds = endpoints
+        .iter()
+        .map(|e| (e, StreamKind::Http, "http"))
+        .chain(sse.iter().map(|e| (*e, StreamKind::Sse, "sse")))
+        .chain(ws.iter().map(|e| (*e, StreamKind::WebSocket, "ws")));
+    for (entry, kind, name) in kinds {
+        let labels = (labels(entry), [("kind", name)]);
+        family
+            .encode_family(&labels)?
+            .encode_gauge(&entry.1.in_flight(kind))?;
     }
     gauge_family(
         out,
@@ -236,24 +256,21 @@ fn upstream_families(rt: &Runtime, out: &mut DescriptorEncoder) -> Result {
         out,
         "sluice_sse_streams",
         "Server-Sent Event streams open, by service and endpoint.",
-        endpoints
-            .iter()
+        sse.iter()
             .map(|e| (labels(e), u64::from(e.1.in_flight(StreamKind::Sse)))),
     )?;
     counter_family(
         out,
         "sluice_sse_events",
         "Events passed from upstream event streams to clients.",
-        endpoints
-            .iter()
+        sse.iter()
             .map(|e| (labels(e), e.1.stats.sse.messages_down.load(Relaxed))),
     )?;
     counter_family(
         out,
         "sluice_sse_bytes",
         "Bytes passed from upstream event streams to clients.",
-        endpoints
-            .iter()
+        sse.iter()
             .map(|e| (labels(e), e.1.stats.sse.bytes_down.load(Relaxed))),
     )?;
     gauge_family(
@@ -272,21 +289,20 @@ fn upstream_families(rt: &Runtime, out: &mut DescriptorEncoder) -> Result {
         out,
         "sluice_websocket_connections",
         "WebSocket connections bridged now, by service and endpoint.",
-        endpoints
-            .iter()
+        ws.iter()
             .map(|e| (labels(e), u64::from(e.1.in_flight(StreamKind::WebSocket)))),
     )?;
     counter_family(
         out,
         "sluice_websocket_messages",
         "WebSocket messages bridged, by direction (up: client to upstream).",
-        endpoints.iter().flat_map(|e| directions(e, false)),
+        ws.iter().flat_map(|e| directions(e, false)),
     )?;
     counter_family(
         out,
         "sluice_websocket_bytes",
         "WebSocket payload bytes bridged, by direction (up: client to upstream).",
-        endpoints.iter().flat_map(|e| directions(e, true)),
+        ws.iter().flat_map(|e| directions(e, true)),
     )
 }
 

@@ -68,6 +68,11 @@ pub struct Summary {
 }
 
 impl Series {
+    /// Whether anything was ever recorded (the ring exists).
+    pub fn is_used(&self) -> bool {
+        self.ring.get().is_some()
+    }
+
     pub fn record(&self, now_ms: u64, latency_us: u64, error: bool) {
         let ring = self.ring.get_or_init(|| {
             (0..=SERIES_SECONDS)

@@ -6,7 +6,7 @@
 //!   413), cuts an upload that stalls for longer than the route's idle timeout, and tells the
 //!   request's [`Exchange`] when it has been sent in full: the response timeout starts then.
 //! - [`GatewayBody`] is every response body sluice sends: a small fixed body it made itself,
-//!   or the upstream's stream with an idle timeout (a stream that goes silent longer than
+//!   a stream it makes as it goes (the dashboard's live feed), or the upstream's stream with an idle timeout (a stream that goes silent longer than
 //!   `idle_timeout` is cut; one that keeps flowing is never cut, however long it runs) and,
 //!   for an event stream, optional heartbeats while the upstream is quiet
 //!   ([`crate::realtime::sse`]).

@@ -62,6 +62,8 @@ pub struct EndpointStats {
 /// Messages and bytes of long-lived streams, per direction: up is client → upstream.
 #[derive(Debug, Default)]
 pub struct StreamCounters {
+    /// Streams of this kind ever opened here.
+    pub opened: AtomicU64,
     pub messages_up: AtomicU64,
     pub messages_down: AtomicU64,
     pub bytes_up: AtomicU64,
@@ -283,6 +285,12 @@ impl Lease {
     /// The response turned out to be a stream of this kind: count it as one from now on.
     pub fn set_kind(&mut self, kind: StreamKind) {
         if kind != self.kind {
+            let stats = &self.endpoint.stats;
+            match kind {
+                StreamKind::Sse => stats.sse.opened.fetch_add(1, Ordering::Relaxed),
+                StreamKind::WebSocket => stats.ws.opened.fetch_add(1, Ordering::Relaxed),
+                StreamKind::Http => 0,
+            };
             // Add before removing, so a racing lease never sees room that is not there.
             self.endpoint.in_flight[kind as usize].fetch_add(1, Ordering::Relaxed);
             self.endpoint.in_flight[self.kind as usize].fetch_sub(1, Ordering::Relaxed);
