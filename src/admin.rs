@@ -37,6 +37,8 @@ pub struct AdminRequest {
     pub https: bool,
     /// Cancelled when shutdown begins: the live feed ends then.
     pub stop: tokio_util::sync::CancellationToken,
+    /// The connection, which counts its live feeds (closed, not drained, at shutdown).
+    pub activity: Arc<crate::server::ConnActivity>,
 }
 
 /// The ops paths this module answers.
@@ -49,6 +51,7 @@ pub fn is_admin_path(path: &str) -> bool {
             | "/metrics"
             | "/admin"
             | "/admin/feed"
+            | "/admin/cache"
             | "/admin/login"
             | "/admin/logout"
             | "/admin/stats"
@@ -67,6 +70,7 @@ pub async fn handle(
     let allowed = match path.as_str() {
         "/admin/login" => "GET, HEAD, POST",
         "/admin/logout" => "POST",
+        "/admin/cache" => "DELETE",
         _ => "GET, HEAD",
     };
     if !allowed.split(", ").any(|m| m == req.method().as_str()) {
@@ -85,7 +89,7 @@ pub async fn handle(
     }
     let protected = matches!(
         path.as_str(),
-        "/admin" | "/admin/feed" | "/admin/stats" | "/gateway/stats" | "/metrics"
+        "/admin" | "/admin/feed" | "/admin/cache" | "/admin/stats" | "/gateway/stats" | "/metrics"
     );
     if protected {
         if let Err(error) = runtime.auth.authenticate_admin(req.headers()).await {
@@ -98,6 +102,9 @@ pub async fn handle(
             };
         }
     }
+    if req.method() == Method::DELETE {
+        return purge_cache(runtime, req.uri().query());
+    }
     if path == "/metrics" && !runtime.metrics.enabled {
         return Err(GatewayError::client(
             ErrorKind::RouteNotFound,
@@ -108,7 +115,7 @@ pub async fn handle(
         "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
         "/_pressure" => json_response(StatusCode::OK, runtime.pressure.status()),
         "/metrics" => metrics_response(runtime),
-        "/admin/feed" => feed::response(runtime.clone(), admin.stop),
+        "/admin/feed" => feed::response(runtime.clone(), admin.stop, admin.activity.feed_opened()),
         "/admin/stats" => json_response(StatusCode::OK, stats::admin_stats(runtime)),
         "/gateway/stats" => json_response(StatusCode::OK, stats::gateway_stats(runtime)),
         "/admin" => html_response(StatusCode::OK, dashboard_page(runtime)),
@@ -128,6 +135,38 @@ fn dashboard_page(runtime: &Runtime) -> String {
         .replace("{{logout}}", logout)
         .replace("{{uplot_css}}", UPLOT_CSS)
         .replace("{{uplot_js}}", UPLOT_JS)
+}
+
+/// `DELETE /admin/cache?prefix=/p`: drops the entries whose path starts with `/p` (every
+/// entry without a prefix).
+fn purge_cache(
+    runtime: &Runtime,
+    query: Option<&str>,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let prefix = query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(key, _)| key == "prefix")
+            .map(|(_, value)| value.into_owned())
+    });
+    if prefix.as_deref().is_some_and(|p| !p.starts_with('/')) {
+        return Err(GatewayError::client(
+            ErrorKind::BadRequest,
+            "prefix must be a path starting with /",
+        ));
+    }
+    let purged = runtime
+        .cache
+        .as_ref()
+        .map_or(0, |cache| cache.purge(prefix.as_deref()));
+    tracing::info!(
+        prefix = prefix.as_deref().unwrap_or("*"),
+        purged,
+        "cache purged"
+    );
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"purged": purged, "prefix": prefix}),
+    ))
 }
 
 fn metrics_response(runtime: &Arc<Runtime>) -> Response<GatewayBody> {

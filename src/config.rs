@@ -114,15 +114,42 @@ pub struct LogConfig {
     pub access_log: bool,
 }
 
-/// Validated now; used by the response cache (issue #8).
+/// `[cache]`: the response cache ([`crate::cache`]).
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    /// `CACHE_ENABLED`. Default is false.
+    /// `CACHE_ENABLED`: every proxied route caches unless it says `cache = false`. Default is
+    /// false (then only routes with their own `cache` do).
     pub enabled: bool,
-    /// `CACHE_DEFAULT_TTL_MS`. Default is 5 seconds.
+    /// `CACHE_DEFAULT_TTL_MS`: the longest a response is kept. Default is 5 seconds.
     pub default_ttl: Duration,
     /// `CACHE_MAX_BODY_BYTES`. Default is 262,144 bytes.
     pub max_body_bytes: u64,
+    /// Memory for entries, bodies and headers. Default is 64 MiB.
+    pub capacity: u64,
+    /// Statuses that may be stored. Default is 200 only.
+    pub statuses: Vec<u16>,
+}
+
+/// Statuses the cache may store when `[cache] statuses` lists them: those RFC 9110 §15.1 calls
+/// heuristically cacheable, but 206 (the cache does not handle ranges).
+pub const CACHEABLE_STATUSES: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// A route's `cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteCache {
+    /// Not said: cached when `[cache] enabled`.
+    #[default]
+    Default,
+    /// `cache = false`.
+    Off,
+    /// `cache = true` or `cache = { … }`.
+    On {
+        /// Caps how long a response is kept; `[cache] default_ttl` when unset.
+        ttl: Option<Duration>,
+        /// Requests with `Authorization` or `Cookie` may be answered from (and fill) the
+        /// cache: for content that is the same for every caller.
+        allow_credentials: bool,
+    },
 }
 
 /// `[websocket]`: the bridge between a client's WebSocket and its upstream's.
@@ -159,9 +186,9 @@ pub struct SseConfig {
 /// Validated now; used by overload shedding (issue #7).
 #[derive(Debug, Clone)]
 pub struct PressureConfig {
-    /// `UNDER_PRESSURE_MAX_EVENT_LOOP_DELAY_MS`. Default is 1 second.
-    pub max_event_loop_delay: Duration,
-    /// `UNDER_PRESSURE_MAX_RSS_BYTES`. Default is off.
+    /// `UNDER_PRESSURE_MAX_EVENT_LOOP_DELAY_MS`. Default is 1 second; 0 turns it off.
+    pub max_event_loop_delay: Option<Duration>,
+    /// `UNDER_PRESSURE_MAX_RSS_BYTES`. Default is off (also when 0).
     pub max_rss: Option<u64>,
     /// Proxied requests in flight at once. Default is off.
     pub max_in_flight: Option<u64>,
@@ -316,6 +343,7 @@ pub struct RouteConfig {
     /// `rate_limit = { … }` (its own limit and key space) or `false`. Default is none: the
     /// `[rate_limit]` limit, shared with every other route that has none of its own.
     pub rate_limit: Option<RouteLimit>,
+    pub cache: RouteCache,
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod cors;
 pub mod demo;

@@ -227,13 +227,16 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
         let status = self.status.load(Ordering::Relaxed);
-        let completed = self.completed.load(Ordering::Relaxed);
+        // A HEAD answer has no body to send: it is complete once its head is.
+        let completed =
+            self.completed.load(Ordering::Relaxed) || (self.method == Method::HEAD && status != 0);
         if let Some(metrics) = &self.metrics {
             metrics.record(Finished {
                 stats: &self.stats,
                 method: &self.method,
                 path: self.uri.path(),
-                status,
+                // The client left before any answer: recorded as nginx does, 499.
+                status: if status == 0 { 499 } else { status },
                 duration_us: elapsed.as_micros() as u64,
                 head_us: match self.head_us.load(Ordering::Relaxed) {
                     0 => elapsed.as_micros() as u64,

@@ -4,7 +4,8 @@
 //! stays 200 (the process is alive; restarting it would not help) and `/_pressure` reports
 //! why.
 //!
-//! Three signals, each off unless configured (the scheduler delay defaults to 1 s):
+//! Three signals, each off unless configured (the scheduler delay defaults to 1 s; a limit of
+//! 0 is off, as in the seeds):
 //! - **scheduler delay**: a probe task sleeps [`PROBE_INTERVAL`] and measures how late it
 //!   wakes. Lateness means tasks are waiting for a worker: everything is slow.
 //! - **resident memory** above `max_rss`, read by the same probe once a second.
@@ -31,7 +32,7 @@ const RSS_EVERY: u32 = 10;
 
 #[derive(Debug)]
 pub struct Pressure {
-    max_delay: Duration,
+    max_delay: Option<Duration>,
     max_rss: Option<u64>,
     max_in_flight: Option<u64>,
     delay_us: AtomicU64,
@@ -89,7 +90,11 @@ impl Pressure {
 
     /// The probe's verdict: scheduler delay or memory over their limits.
     pub fn overload(&self) -> Option<Reason> {
-        if self.delay_us.load(Ordering::Relaxed) > self.max_delay.as_micros() as u64 {
+        let delay = self.delay_us.load(Ordering::Relaxed);
+        if self
+            .max_delay
+            .is_some_and(|max| delay > max.as_micros() as u64)
+        {
             return Some(Reason::SchedulerDelay);
         }
         let rss = self.rss.load(Ordering::Relaxed);
@@ -160,7 +165,7 @@ impl Pressure {
             "overloaded": !reasons.is_empty(),
             "reasons": reasons,
             "eventLoopDelayMs": round2(self.delay().as_secs_f64() * 1000.0),
-            "maxEventLoopDelayMs": self.max_delay.as_millis() as u64,
+            "maxEventLoopDelayMs": self.max_delay.map(|d| d.as_millis() as u64),
             "rssBytes": self.rss(),
             "maxRssBytes": self.max_rss,
             "inFlight": in_flight,
@@ -211,7 +216,7 @@ mod tests {
 
     fn pressure(max_in_flight: Option<u64>, max_rss: Option<u64>) -> Arc<Pressure> {
         Arc::new(Pressure::new(&PressureConfig {
-            max_event_loop_delay: Duration::from_secs(1),
+            max_event_loop_delay: Some(Duration::from_secs(1)),
             max_rss,
             max_in_flight,
         }))

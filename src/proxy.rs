@@ -33,6 +33,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::auth::{without_query_param, TokenSources, ACCESS_TOKEN_PARAM};
+use crate::cache::{CacheRequest, Lookup, X_CACHE};
 use crate::config::HeaderOps;
 use crate::error::{ErrorKind, GatewayError};
 use crate::observe::{Exchange, ExchangeStart};
@@ -131,6 +132,7 @@ pub async fn handle(
         let admin = crate::admin::AdminRequest {
             https,
             stop: conn.streams.draining.clone(),
+            activity: conn.activity.clone(),
         };
         return match crate::admin::handle(req, rt, admin).await {
             Ok(response) => finish(response, exchange),
@@ -333,6 +335,42 @@ async fn serve_route(
             return refuse(error, exchange, has_body);
         }
     }
+    // The response cache: a hit is answered here; a miss goes on and may fill it.
+    let mut cache_ticket = None;
+    let mut x_cache = None;
+    if let (Some(cache), Some(cache_policy)) = (&rt.cache, &policy.cache) {
+        if client_upgrade.is_none() {
+            let host = authority
+                .as_ref()
+                .map(|a| a.host().to_ascii_lowercase())
+                .unwrap_or_default();
+            let lookup = if has_body {
+                // A GET with a body is not the plain read the cache is for.
+                Lookup::Bypass
+            } else {
+                let request = CacheRequest {
+                    method: req.method(),
+                    host: &host,
+                    path_and_query: request_uri.path_and_query().map_or("/", |p| p.as_str()),
+                    headers: req.headers(),
+                };
+                cache
+                    .lookup(cache_policy, &request, policy.response_timeout)
+                    .await
+            };
+            match lookup {
+                Lookup::Hit(entry) => {
+                    policy.stats.cache.count("HIT");
+                    return finish(entry.response(req.method()), exchange);
+                }
+                Lookup::Miss(ticket) => {
+                    x_cache = Some("MISS");
+                    cache_ticket = Some(ticket);
+                }
+                Lookup::Bypass => x_cache = Some("BYPASS"),
+            }
+        }
+    }
     let service = &policy.service;
     let hash_key = service
         .hash_key
@@ -473,11 +511,22 @@ async fn serve_route(
         exchange.release_pressure_slot();
     }
     apply_header_ops(&mut parts.headers, &policy.response_headers);
+    if let Some(outcome) = x_cache {
+        policy.stats.cache.count(outcome);
+        parts
+            .headers
+            .insert(X_CACHE, HeaderValue::from_static(outcome));
+    }
+    // Stored as the client gets it (route edits applied), without the per-request headers.
+    let fill = cache_ticket.and_then(|ticket| ticket.start(parts.status, &parts.headers));
     parts
         .headers
         .insert(X_REQUEST_ID, exchange.request_id.clone());
     exchange.set_status(parts.status.as_u16());
     let mut body = GatewayBody::upstream(upstream_body, policy.idle_timeout);
+    if let Some(fill) = fill {
+        body = body.with_fill(fill);
+    }
     if let Some(events) = event_stream
         .then(|| sse::EventStream::new(heartbeat, plain_events))
         .flatten()

@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::config::{Config, HeaderOps, MatchKind, Rewrite, RouteAccess, RouteLimit};
+use crate::cache::CachePolicy;
+use crate::config::{Config, HeaderOps, MatchKind, Rewrite, RouteAccess, RouteCache, RouteLimit};
 use crate::error::{ErrorKind, GatewayError};
 use crate::observe::route_stats::RouteStats;
 use crate::ratelimit::NamedPolicy;
@@ -64,6 +65,8 @@ pub struct RoutePolicy {
     pub access: RouteAccess,
     /// The limit counted for this route's requests, if any.
     pub rate_limit: Option<Arc<NamedPolicy>>,
+    /// Whether (and how) its GET and HEAD answers are cached.
+    pub cache: Option<CachePolicy>,
 }
 
 pub struct Router {
@@ -106,6 +109,10 @@ impl Router {
                 "default",
                 config.rate_limit.policy.clone(),
             ))
+        });
+        let default_cache = config.cache.enabled.then_some(CachePolicy {
+            ttl: config.cache.default_ttl,
+            allow_credentials: false,
         });
         let mut config_routes: HashMap<String, Vec<Arc<RoutePolicy>>> = HashMap::new();
         for route in routes {
@@ -156,6 +163,17 @@ impl Router {
                         Some(Arc::new(NamedPolicy::new(&name, policy.clone())))
                     }
                 },
+                cache: match route.cache {
+                    RouteCache::Off => None,
+                    RouteCache::Default => default_cache,
+                    RouteCache::On {
+                        ttl,
+                        allow_credentials,
+                    } => Some(CachePolicy {
+                        ttl: ttl.unwrap_or(config.cache.default_ttl),
+                        allow_credentials,
+                    }),
+                },
             };
             config_routes
                 .entry(route.path.clone())
@@ -181,7 +199,18 @@ impl Router {
                 .insert(pattern, ServiceRoute::Ws)
                 .map_err(|e| format!("service route {pattern}: {e}"))?;
         }
+        // A config route may have a service route's path (and then shadows it): the service
+        // route keeps a name of its own, so no two routes share one in logs and metrics.
+        let config_labels: HashSet<Arc<str>> = config_routes
+            .values()
+            .flatten()
+            .map(|p| p.stats.label.clone())
+            .collect();
         let service_policy = |prefix: &str, name: &str, service: &Arc<Service>| {
+            let mut label = format!("{prefix}/{name}");
+            if config_labels.contains(label.as_str()) {
+                label.push_str(" (service route)");
+            }
             let methods = match prefix {
                 "/sse" => Some(vec![Method::GET, Method::HEAD]),
                 "/ws" => Some(vec![Method::GET]),
@@ -189,7 +218,7 @@ impl Router {
             };
             let policy = RoutePolicy {
                 stats: Arc::new(RouteStats::new(
-                    Arc::from(format!("{prefix}/{name}")),
+                    Arc::from(label),
                     Some(service.name.clone()),
                 )),
                 service: service.clone(),
@@ -213,6 +242,8 @@ impl Router {
                     ..RouteAccess::default()
                 },
                 rate_limit: default_limit.clone(),
+                // Event streams and WebSockets are never cached.
+                cache: default_cache.filter(|_| prefix == "/api"),
             };
             (name.to_owned(), Arc::new(policy))
         };

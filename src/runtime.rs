@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use crate::auth::Auth;
+use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::observe::metrics::Metrics;
 use crate::observe::Live;
@@ -34,6 +35,8 @@ pub struct Runtime {
     /// Gateway-wide request figures (routes and endpoints hold their own).
     pub metrics: Arc<Metrics>,
     pub pressure: Arc<Pressure>,
+    /// The response cache, when any route caches.
+    pub cache: Option<Arc<ResponseCache>>,
     /// How many configurations this process has loaded (1 until reloads exist).
     pub config_version: u64,
     /// A short SHA-256 of the validated config, so a scrape shows which one runs.
@@ -51,6 +54,11 @@ impl Runtime {
             .map(|(name, service)| Ok((name.clone(), Arc::new(Service::new(service)?))))
             .collect::<Result<BTreeMap<_, _>, String>>()?;
         let router = Router::new(&config, &services)?;
+        let cache = router
+            .policies()
+            .iter()
+            .any(|p| p.cache.is_some())
+            .then(|| Arc::new(ResponseCache::new(&config.cache)));
         Ok(Runtime {
             router,
             services,
@@ -64,6 +72,7 @@ impl Runtime {
             live: Arc::new(Live::new()),
             metrics: Arc::new(Metrics::new(config.metrics.enabled)),
             pressure: Arc::new(Pressure::new(&config.pressure)),
+            cache,
             config_version: 1,
             config_fingerprint: fingerprint(&config),
             config,

@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 mod conn;
 
 use conn::{ActivityIo, Verdict};
-pub use conn::{ConnActivity, InFlight};
+pub use conn::{ConnActivity, FeedGuard, InFlight};
 
 use crate::config::ServerConfig;
 use crate::proxy::{self, ConnInfo};
@@ -229,7 +229,13 @@ where
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
+    // Set at shutdown on a connection carrying a live feed: closed then, not drained.
+    let mut feed_cutoff: Option<Instant> = None;
     loop {
+        if feed_cutoff.is_some_and(|at| Instant::now() >= at) && activity.has_feeds() {
+            tracing::debug!(%peer, "closing a connection with a live feed at shutdown");
+            return;
+        }
         let wake_at =
             match activity.verdict(Instant::now(), shared.head_timeout, shared.idle_timeout) {
                 Verdict::Wait(at) => at,
@@ -244,6 +250,7 @@ where
                 }
                 Verdict::CloseIdle => Instant::now() + shared.idle_timeout,
             };
+        let wake_at = feed_cutoff.map_or(wake_at, |at| wake_at.min(at));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -254,6 +261,8 @@ where
             () = shutdown.cancelled(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
+                // A feed that is being read ends by itself at once; give it a moment.
+                feed_cutoff = Some(Instant::now() + Duration::from_secs(1));
             }
             () = shared.hard_stop.cancelled() => return,
             () = tokio::time::sleep_until(wake_at) => {}

@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod admin;
 mod auth;
+mod cache;
 mod cli;
 mod forwarding;
 mod framing;

@@ -157,6 +157,17 @@ async fn request_families_count_routes_statuses_rejections_and_aborts() {
         ),
         1.0
     );
+    // The client left before any answer: 499, as nginx logs it.
+    let gone = format!("{h}_count{{method=\"GET\",route=\"/api/s\",status_code=\"499\"}}");
+    assert_eq!(sample(&text, &gone), 1.0);
+    // A HEAD answer is whole without a body.
+    for _ in 0..2 {
+        let head = client().head(gw.url("/healthz")).send().await.unwrap();
+        assert_eq!(head.status(), 200);
+    }
+    let text = scrape(&gw).await;
+    let admin_aborted = "sluice_route_aborted_responses_total{route=\"admin\"}";
+    assert_eq!(sample(&text, admin_aborted), 0.0);
     // The same figures feed the stats: per route, and the gateway's recent errors.
     let stats = admin_stats(&gw).await;
     let limited = stats["routes"]

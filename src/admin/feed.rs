@@ -22,17 +22,22 @@ use crate::observe::metrics::epoch_ms;
 use crate::observe::series::{Summary, SERIES_SECONDS};
 use crate::proxy::body::GatewayBody;
 use crate::runtime::Runtime;
+use crate::server::FeedGuard;
 use crate::upstream::breaker::State;
 use crate::upstream::StreamKind;
 
 const PERIOD: Duration = Duration::from_secs(1);
 
-pub fn response(runtime: Arc<Runtime>, stop: CancellationToken) -> Response<GatewayBody> {
+pub fn response(
+    runtime: Arc<Runtime>,
+    stop: CancellationToken,
+    guard: FeedGuard,
+) -> Response<GatewayBody> {
     // The browser waits 2 s before reconnecting after the stream ends.
     let hello = Bytes::from_static(b"retry: 2000\n\n");
     let events = stream::unfold(
-        (runtime, stop, None::<tokio::time::Interval>),
-        |(runtime, stop, ticker)| async move {
+        (runtime, stop, None::<tokio::time::Interval>, guard),
+        |(runtime, stop, ticker, guard)| async move {
             let mut ticker = match ticker {
                 Some(mut ticker) => {
                     tokio::select! {
@@ -53,7 +58,7 @@ pub fn response(runtime: Arc<Runtime>, stop: CancellationToken) -> Response<Gate
             }
             let event = format!("data: {}\n\n", snapshot(&runtime));
             ticker.reset();
-            Some((Bytes::from(event), (runtime, stop, Some(ticker))))
+            Some((Bytes::from(event), (runtime, stop, Some(ticker), guard)))
         },
     );
     let body = stream::once(async move { hello }).chain_events(events);
@@ -82,7 +87,6 @@ pub fn snapshot(rt: &Runtime) -> Value {
     let now = epoch_ms();
     let mut totals = totals(rt);
     totals["connections"] = connections(rt);
-    totals["cache"] = json!({"enabled": false, "hits": 0, "misses": 0, "hitRatio": null});
     let seconds = rt.metrics.totals.per_second(now, SERIES_SECONDS);
     let start_ms = (now / 1000 - seconds.len() as u64) * 1000;
     json!({

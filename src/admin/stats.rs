@@ -75,6 +75,32 @@ pub fn totals(rt: &Runtime) -> Value {
         "p99Ms": quantile(&summary, 0.99),
         "rateLimited": rate_limited,
         "rateLimitedRps": round2(rt.metrics.rate_limited_rps(now, summary.seconds)),
+        "cache": cache_totals(rt),
+    })
+}
+
+/// The response cache since start: what `x-cache` said, summed over routes, and its size.
+fn cache_totals(rt: &Runtime) -> Value {
+    let Some(cache) = &rt.cache else {
+        return json!({"enabled": false, "hits": 0, "misses": 0, "bypasses": 0, "hitRatio": null});
+    };
+    let policies = rt.router.policies();
+    let sum = |f: fn(&crate::cache::CacheCounters) -> &std::sync::atomic::AtomicU64| -> u64 {
+        policies
+            .iter()
+            .map(|p| f(&p.stats.cache).load(Relaxed))
+            .sum()
+    };
+    let (hits, misses) = (sum(|c| &c.hits), sum(|c| &c.misses));
+    json!({
+        "enabled": true,
+        "hits": hits,
+        "misses": misses,
+        "bypasses": sum(|c| &c.bypasses),
+        "hitRatio": (hits + misses > 0).then(|| round4(hits as f64 / (hits + misses) as f64)),
+        "entries": cache.entries(),
+        "bytes": cache.bytes(),
+        "capacityBytes": cache.capacity(),
     })
 }
 

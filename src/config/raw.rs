@@ -124,35 +124,60 @@ pub struct RawRateLimit {
     pub memory_max_keys: Option<usize>,
 }
 
-/// A route's `rate_limit = false` or `rate_limit = { max = 10, … }`. Deserialized by hand,
-/// like [`RawUpstream`], so a mistake inside the table is named by its key.
+/// A key that is either a switch or a table of settings (`rate_limit = false`,
+/// `cache = { ttl = "10s" }`). Deserialized by hand, like [`RawUpstream`], so a mistake inside
+/// the table is named by its key.
 #[derive(Debug)]
-pub enum RawRouteLimit {
+pub enum FlagOr<T> {
     Flag(bool),
-    Policy(RawRoutePolicy),
+    Table(T),
 }
 
-impl<'de> Deserialize<'de> for RawRouteLimit {
+/// What a [`FlagOr`] key's error message says it expected.
+pub trait TableExample {
+    const EXPECTING: &'static str;
+}
+
+impl<'de, T: Deserialize<'de> + TableExample> Deserialize<'de> for FlagOr<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct LimitVisitor;
-        impl<'de> serde::de::Visitor<'de> for LimitVisitor {
-            type Value = RawRouteLimit;
+        struct FlagOrVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + TableExample> serde::de::Visitor<'de> for FlagOrVisitor<T> {
+            type Value = FlagOr<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("false or a table such as { max = 10, window = \"1m\" }")
+                f.write_str(T::EXPECTING)
             }
-            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawRouteLimit, E> {
-                Ok(RawRouteLimit::Flag(v))
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<FlagOr<T>, E> {
+                Ok(FlagOr::Flag(v))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 map: A,
-            ) -> Result<RawRouteLimit, A::Error> {
+            ) -> Result<FlagOr<T>, A::Error> {
                 let map = serde::de::value::MapAccessDeserializer::new(map);
-                RawRoutePolicy::deserialize(map).map(RawRouteLimit::Policy)
+                T::deserialize(map).map(FlagOr::Table)
             }
         }
-        deserializer.deserialize_any(LimitVisitor)
+        deserializer.deserialize_any(FlagOrVisitor(std::marker::PhantomData))
     }
+}
+
+/// A route's `rate_limit = false | { max = 10, … }`.
+pub type RawRouteLimit = FlagOr<RawRoutePolicy>;
+
+impl TableExample for RawRoutePolicy {
+    const EXPECTING: &'static str = "false or a table such as { max = 10, window = \"1m\" }";
+}
+
+/// A route's `cache = true | false | { ttl = "10s", allow_credentials = false }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    pub ttl: Option<RawDuration>,
+    pub allow_credentials: Option<bool>,
+}
+
+impl TableExample for RawRouteCache {
+    const EXPECTING: &'static str = "true, false or a table such as { ttl = \"10s\" }";
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +196,8 @@ pub struct RawCache {
     pub enabled: Option<bool>,
     pub default_ttl: Option<RawDuration>,
     pub max_body_bytes: Option<RawSize>,
+    pub capacity: Option<RawSize>,
+    pub statuses: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -317,6 +344,7 @@ pub struct RawRoute {
     pub allow_ips: Option<Vec<String>>,
     pub deny_ips: Option<Vec<String>>,
     pub rate_limit: Option<RawRouteLimit>,
+    pub cache: Option<FlagOr<RawRouteCache>>,
 }
 
 /// A route's `auth = true | false | "optional"`.

@@ -25,7 +25,10 @@ fn defaults_match_the_seeds() {
     assert_eq!(config.cache.max_body_bytes, 262_144);
     assert_eq!(config.websocket.max_buffered_bytes, 2_000_000);
     assert_eq!(config.websocket.ping_interval, Duration::from_secs(30));
-    assert_eq!(config.pressure.max_event_loop_delay, Duration::from_secs(1));
+    assert_eq!(
+        config.pressure.max_event_loop_delay,
+        Some(Duration::from_secs(1))
+    );
     assert_eq!(config.pressure.max_rss, None);
     assert_eq!(config.server.max_request_body, 10 * 1024 * 1024);
     assert!(config.services.is_empty());
@@ -537,6 +540,17 @@ fn pressure_and_metrics_keys_are_checked() {
     let defaults = Config::from_sources(None, &env(&[])).unwrap();
     assert_eq!(defaults.pressure.max_in_flight, None);
     assert!(defaults.metrics.enabled);
+    // 0 turns a check off, as the seeds' under-pressure did.
+    let off = Config::from_sources(
+        None,
+        &env(&[
+            ("UNDER_PRESSURE_MAX_EVENT_LOOP_DELAY_MS", "0"),
+            ("UNDER_PRESSURE_MAX_RSS_BYTES", "0"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(off.pressure.max_event_loop_delay, None);
+    assert_eq!(off.pressure.max_rss, None);
     let errors = errors_of(
         Some("[pressure]\nmax_in_flight = 0\n[metrics]\nenabled = \"yes\"\nscrape = 1\n"),
         &[],

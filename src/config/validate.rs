@@ -111,7 +111,39 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             RawSize::parse,
             262_144,
         ),
+        capacity: raw
+            .cache
+            .capacity
+            .as_ref()
+            .and_then(|c| errors.check("cache.capacity", c.parse()))
+            .unwrap_or(64 * 1024 * 1024),
+        statuses: match &raw.cache.statuses {
+            None => vec![200],
+            Some(statuses) => {
+                for status in statuses {
+                    if !CACHEABLE_STATUSES.contains(status) {
+                        errors.push(
+                            "cache.statuses",
+                            format!(
+                                "{status} cannot be cached by this gateway (allowed: {})",
+                                CACHEABLE_STATUSES.map(|s| s.to_string()).join(", ")
+                            ),
+                        );
+                    }
+                }
+                statuses.clone()
+            }
+        },
     };
+    if cache.capacity < cache.max_body_bytes {
+        errors.push(
+            "cache.capacity",
+            format!(
+                "must be at least cache.max_body_bytes ({} bytes), got {}",
+                cache.max_body_bytes, cache.capacity
+            ),
+        );
+    }
     let websocket = WebSocketConfig {
         max_buffered_bytes: errors.layered(
             env,
@@ -170,8 +202,9 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             .as_ref()
             .and_then(|d| errors.check("sse.heartbeat", d.parse().and_then(nonzero_duration))),
     };
+    // 0 turns a check off, as in the seeds' under-pressure.
     let pressure = PressureConfig {
-        max_event_loop_delay: errors.layered(
+        max_event_loop_delay: Some(errors.layered(
             env,
             "UNDER_PRESSURE_MAX_EVENT_LOOP_DELAY_MS",
             parse_millis,
@@ -179,16 +212,19 @@ pub(super) fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors
             raw.pressure.max_event_loop_delay.as_ref(),
             RawDuration::parse,
             Duration::from_secs(1),
-        ),
-        max_rss: errors.layered(
-            env,
-            "UNDER_PRESSURE_MAX_RSS_BYTES",
-            |t| parse_size(t).map(Some),
-            "pressure.max_rss",
-            raw.pressure.max_rss.as_ref(),
-            |s| s.parse().map(Some),
-            None,
-        ),
+        ))
+        .filter(|d| !d.is_zero()),
+        max_rss: errors
+            .layered(
+                env,
+                "UNDER_PRESSURE_MAX_RSS_BYTES",
+                |t| parse_size(t).map(Some),
+                "pressure.max_rss",
+                raw.pressure.max_rss.as_ref(),
+                |s| s.parse().map(Some),
+                None,
+            )
+            .filter(|&bytes| bytes > 0),
         max_in_flight: match raw.pressure.max_in_flight {
             Some(0) => {
                 errors.push("pressure.max_in_flight", "must be at least 1");

@@ -54,6 +54,13 @@ pub(super) fn parse_route_path(text: &str) -> Result<String, String> {
             "must be a literal path (no '{{', '}}', '*', '?' or '#'), got {text:?}"
         ));
     }
+    // A request path never carries a raw space or control character (they arrive
+    // percent-encoded), so a route written with one could never match.
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "must not contain spaces or control characters (write them percent-encoded), got {text:?}"
+        ));
+    }
     let normalized = crate::router::normalize_path(text)
         .map_err(|e| format!("{e} in {text:?}"))?
         .into_owned();

@@ -130,6 +130,53 @@ fn request_families(rt: &Runtime, out: &mut DescriptorEncoder) -> Result {
             .iter()
             .map(|r| ([("route", &*r.label)], r.rate_limited.load(Relaxed))),
     )?;
+    let cached: Vec<_> = policies
+        .iter()
+        .filter(|p| p.cache.is_some() && p.stats.series.is_used())
+        .map(|p| &*p.stats)
+        .collect();
+    counter_family(
+        out,
+        "sluice_cache_requests",
+        "What the response cache did for a route's requests: hit, miss or bypass.",
+        cached.iter().flat_map(|r| {
+            let c = &r.cache;
+            [
+                (
+                    [("route", &*r.label), ("result", "hit")],
+                    c.hits.load(Relaxed),
+                ),
+                (
+                    [("route", &*r.label), ("result", "miss")],
+                    c.misses.load(Relaxed),
+                ),
+                (
+                    [("route", &*r.label), ("result", "bypass")],
+                    c.bypasses.load(Relaxed),
+                ),
+            ]
+        }),
+    )?;
+    if let Some(cache) = &rt.cache {
+        gauge_family(
+            out,
+            "sluice_cache_entries",
+            "Entries in the response cache.",
+            [(NO_LABELS, cache.entries() as u64)],
+        )?;
+        gauge_family(
+            out,
+            "sluice_cache_bytes",
+            "Memory the response cache's entries weigh (bodies, headers, keys).",
+            [(NO_LABELS, cache.bytes())],
+        )?;
+        gauge_family(
+            out,
+            "sluice_cache_capacity_bytes",
+            "The response cache's capacity.",
+            [(NO_LABELS, cache.capacity())],
+        )?;
+    }
     counter_family(
         out,
         "sluice_route_aborted_responses",

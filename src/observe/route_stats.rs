@@ -14,6 +14,7 @@ use http::Method;
 
 use super::latency::{Histogram, HistogramSnapshot};
 use super::series::Series;
+use crate::cache::CacheCounters;
 
 /// Methods with their own label value; any other is counted as `other`.
 const METHODS: [&str; 8] = [
@@ -38,6 +39,8 @@ pub struct RouteStats {
     pub rate_limited: AtomicU64,
     /// Responses whose client left before the body ended (streams included).
     pub aborted: AtomicU64,
+    /// What the response cache did for this route's requests.
+    pub cache: CacheCounters,
 }
 
 impl RouteStats {
@@ -52,6 +55,7 @@ impl RouteStats {
             series: Series::default(),
             rate_limited: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
+            cache: CacheCounters::default(),
         }
     }
 

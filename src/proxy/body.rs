@@ -27,6 +27,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::idle::IdleTimer;
+use crate::cache::fill::Fill;
 use crate::observe::Exchange;
 use crate::realtime::sse::EventStream;
 use crate::upstream::Lease;
@@ -64,6 +65,8 @@ pub struct GatewayBody {
     /// is done. Dropped before the exchange, so the access log sees the final counts.
     lease: Option<Lease>,
     exchange: Option<Arc<Exchange>>,
+    /// A copy of the body on its way into the response cache.
+    fill: Option<Fill>,
 }
 
 /// A client body not yet handed to an upstream connection. It stays here until the first
@@ -238,6 +241,7 @@ impl GatewayBody {
             kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
             lease: None,
             exchange: None,
+            fill: None,
         }
     }
 
@@ -247,6 +251,7 @@ impl GatewayBody {
             kind: Kind::Generated(Box::pin(stream)),
             lease: None,
             exchange: None,
+            fill: None,
         }
     }
 
@@ -259,6 +264,7 @@ impl GatewayBody {
             },
             lease: None,
             exchange: None,
+            fill: None,
         }
     }
 
@@ -266,6 +272,17 @@ impl GatewayBody {
     pub fn with_event_stream(mut self, stream: EventStream) -> Self {
         if let Kind::Upstream { events, .. } = &mut self.kind {
             *events = Some(stream);
+        }
+        self
+    }
+
+    /// Copies the body into the response cache as it goes; stored if it ends whole.
+    pub fn with_fill(mut self, fill: Fill) -> Self {
+        if self.is_end_stream() {
+            // Nothing will be polled (an empty body, a HEAD): it is whole already.
+            fill.complete();
+        } else {
+            self.fill = Some(fill);
         }
         self
     }
@@ -285,15 +302,21 @@ impl GatewayBody {
         self
     }
 
-    fn count(&self, data: &[u8]) {
+    fn count(&mut self, data: &[u8]) {
         if let Some(exchange) = &self.exchange {
             exchange.add_bytes_out(data.len() as u64);
         }
+        if let Some(fill) = &mut self.fill {
+            fill.push(data);
+        }
     }
 
-    fn finished(&self) {
+    fn finished(&mut self) {
         if let Some(exchange) = &self.exchange {
             exchange.mark_completed();
+        }
+        if let Some(fill) = self.fill.take() {
+            fill.complete();
         }
     }
 }
@@ -351,6 +374,8 @@ impl Body for GatewayBody {
                 }
             }
             Poll::Ready(None) => this.finished(),
+            // A failed body is not whole: nothing of it is cached.
+            Poll::Ready(Some(Err(_))) => this.fill = None,
             _ => {}
         }
         polled

@@ -155,3 +155,22 @@ fn rewrites_apply_after_stripping_and_stay_safe() {
         "a rewrite is normalised too"
     );
 }
+
+#[test]
+fn a_config_route_on_a_service_route_path_leaves_that_one_its_own_name() {
+    let r = router(&format!(
+        r#"{SERVICES}
+        [[routes]]
+        path = "/api/admin"
+        service = "admin"
+    "#
+    ));
+    let mut labels: Vec<String> = r
+        .policies()
+        .iter()
+        .map(|p| p.stats.label.to_string())
+        .filter(|l| l.starts_with("/api/admin"))
+        .collect();
+    labels.sort();
+    assert_eq!(labels, ["/api/admin", "/api/admin (service route)"]);
+}

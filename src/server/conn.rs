@@ -43,6 +43,20 @@ pub struct ConnActivity {
     no_more_heads: AtomicBool,
     /// The head just started carries both Content-Length and Transfer-Encoding.
     ambiguous_framing: AtomicBool,
+    /// Endless streams the gateway itself makes on this connection (the dashboard's feed).
+    feeds: AtomicUsize,
+}
+
+/// One gateway-made endless stream on a connection, counted until dropped: at shutdown such
+/// a connection is closed rather than drained, since a client that stopped reading would
+/// otherwise hold the drain for the whole grace period.
+#[derive(Debug)]
+pub struct FeedGuard(Arc<ConnActivity>);
+
+impl Drop for FeedGuard {
+    fn drop(&mut self) {
+        self.0.feeds.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One request in flight on a connection: made by [`ConnActivity::begin`], finished when
@@ -93,6 +107,7 @@ impl ConnActivity {
             head_started: AtomicU64::new(0),
             no_more_heads: AtomicBool::new(false),
             ambiguous_framing: AtomicBool::new(false),
+            feeds: AtomicUsize::new(0),
         }
     }
 
@@ -131,6 +146,15 @@ impl ConnActivity {
     }
 
     /// The connection is being upgraded (a WebSocket): stop looking for request heads.
+    pub fn feed_opened(self: &Arc<Self>) -> FeedGuard {
+        self.feeds.fetch_add(1, Ordering::Relaxed);
+        FeedGuard(self.clone())
+    }
+
+    pub fn has_feeds(&self) -> bool {
+        self.feeds.load(Ordering::Relaxed) > 0
+    }
+
     pub fn upgraded(&self) {
         self.no_more_heads.store(true, Ordering::Relaxed);
     }

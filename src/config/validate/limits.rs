@@ -133,7 +133,7 @@ pub(super) fn route_limit(
             );
             return None;
         }
-        RawRouteLimit::Policy(policy) => policy,
+        RawRouteLimit::Table(policy) => policy,
     };
     let max = match raw.max {
         Some(0) => {

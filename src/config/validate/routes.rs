@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use http::HeaderValue;
 use regex::Regex;
 
-use super::super::raw::{RawHeaderOps, RawRoute};
+use super::super::raw::{FlagOr, RawHeaderOps, RawRoute};
 use super::super::values::*;
 use super::super::*;
 use super::Errors;
@@ -101,6 +101,21 @@ pub(super) fn route(
         .rate_limit
         .as_ref()
         .and_then(|r| super::limits::route_limit(errors, &at("rate_limit"), r, &limits.policy));
+    let cache = match &raw.cache {
+        None => RouteCache::Default,
+        Some(FlagOr::Flag(false)) => RouteCache::Off,
+        Some(FlagOr::Flag(true)) => RouteCache::On {
+            ttl: None,
+            allow_credentials: false,
+        },
+        Some(FlagOr::Table(table)) => RouteCache::On {
+            ttl: table
+                .ttl
+                .as_ref()
+                .and_then(|t| errors.check(&at("cache.ttl"), t.parse().and_then(nonzero_duration))),
+            allow_credentials: table.allow_credentials.unwrap_or(false),
+        },
+    };
     if errors.0.len() > before {
         return None;
     }
@@ -120,6 +135,7 @@ pub(super) fn route(
         heartbeat,
         access,
         rate_limit,
+        cache,
     })
 }
 
