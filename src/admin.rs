@@ -39,6 +39,8 @@ pub struct AdminRequest {
     pub stop: tokio_util::sync::CancellationToken,
     /// The connection, which counts its live feeds (closed, not drained, at shutdown).
     pub activity: Arc<crate::server::ConnActivity>,
+    /// The client's address (its own, not a forwarded one).
+    pub peer: std::net::IpAddr,
 }
 
 /// The ops paths this module answers.
@@ -103,6 +105,17 @@ pub async fn handle(
         }
     }
     if req.method() == Method::DELETE {
+        // Emptying the cache moves its load onto the upstreams: never open to anyone.
+        let trusted = runtime.auth.protects_admin()
+            || runtime.admin_separate
+            || crate::proxy::headers::canonical(admin.peer).is_loopback();
+        if !trusted {
+            return Err(GatewayError::client(
+                ErrorKind::Forbidden,
+                "purging the cache needs admin protection (auth.protect_admin), a separate \
+                 admin listener (server.admin_listen), or a request from this host",
+            ));
+        }
         return purge_cache(runtime, req.uri().query());
     }
     if path == "/metrics" && !runtime.metrics.enabled {
@@ -114,7 +127,7 @@ pub async fn handle(
     Ok(match path.as_str() {
         "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
         "/_pressure" => json_response(StatusCode::OK, runtime.pressure.status()),
-        "/metrics" => metrics_response(runtime),
+        "/metrics" => metrics_response(runtime).await,
         "/admin/feed" => feed::response(runtime.clone(), admin.stop, admin.activity.feed_opened()),
         "/admin/stats" => json_response(StatusCode::OK, stats::admin_stats(runtime)),
         "/gateway/stats" => json_response(StatusCode::OK, stats::gateway_stats(runtime)),
@@ -169,8 +182,12 @@ fn purge_cache(
     ))
 }
 
-fn metrics_response(runtime: &Arc<Runtime>) -> Response<GatewayBody> {
-    let text = crate::observe::prometheus::render(runtime);
+async fn metrics_response(runtime: &Arc<Runtime>) -> Response<GatewayBody> {
+    // A big gateway's scrape takes milliseconds to render: not on a request worker.
+    let rt = runtime.clone();
+    let text = tokio::task::spawn_blocking(move || crate::observe::prometheus::render(&rt))
+        .await
+        .unwrap_or_default();
     let mut response = Response::new(GatewayBody::full(Bytes::from(text)));
     let headers = response.headers_mut();
     headers.insert(

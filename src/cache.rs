@@ -1,28 +1,36 @@
 //! The response cache: safe GET and HEAD responses kept in memory and served again while
 //! fresh, by the HTTP caching rules of a shared cache ([`rules`]).
 //!
-//! - **Key**: method, host, path and query, plus the values of the request headers the
-//!   response named in `Vary` — never the endpoint that served it. A response with `Vary`
-//!   leaves an index under the plain key listing those header names; the entry itself sits
-//!   under the plain key plus the request's values for them.
+//! - **Key**: method, scheme, authority (host and port), normalised path and query as the
+//!   upstream gets them (a query token removed), plus the values of the request headers the
+//!   response named in `Vary`, read from the request *as forwarded* (so `Vary: x-user-id`
+//!   sees the verified identity, never a client's forgery) — never the endpoint that served
+//!   it. A response with `Vary` leaves an index under the plain key listing those header
+//!   names; the entry itself sits under the plain key plus the escaped values.
+//! - **Who may use it**: a request that carries credentials (`Authorization`, `Cookie`, or
+//!   any credential the gateway verified, such as an API key) bypasses the cache unless its
+//!   route shares answers between callers (`allow_credentials`).
 //! - **Filling** never delays the client: the response streams on as usual while a copy of
-//!   its body is kept ([`fill`]), up to `max_body_bytes`. Only a body that arrived whole is
-//!   stored; one that was cut, failed or grew too large is dropped.
-//! - **Coalescing**: the first miss for a key fetches; later misses for it wait (up to the
-//!   route's response timeout) for that fill and are answered from it. When the response
-//!   turns out not to be storable they are released at once to fetch for themselves.
+//!   its body is kept ([`fill`]), up to `max_body_bytes`. Only a body that arrived whole, with
+//!   explicit framing, is stored; one that was cut, failed or grew too large is dropped. The
+//!   copies in progress share a budget of `capacity` bytes.
+//! - **Coalescing**: the first miss for a key fetches; later misses for it wait for that
+//!   fill and are answered from it — until the route's response timeout for the response
+//!   head, then at most [`STREAM_WAIT`] for its body (so a leader whose client reads slowly
+//!   cannot hold everyone). A response that may not be stored releases them at once.
 //! - **Memory** is bounded by `capacity` (bodies, headers and keys weighed in bytes), with
 //!   quick_cache's eviction of the least useful entries; expired entries are dropped when met.
+//! - **Purges** bump a generation, so a fill that started before a purge is not stored.
 //! - Hits, misses and bypasses are counted per route ([`RouteStats`]) for `/metrics` and the
 //!   dashboard; `DELETE /admin/cache?prefix=/p` purges.
 
-pub mod fill;
+pub(crate) mod fill;
 pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::AGE;
@@ -32,10 +40,14 @@ use tokio::time::Instant;
 
 use crate::config::CacheConfig;
 use crate::proxy::body::GatewayBody;
-use fill::FillTicket;
+use fill::{FillTicket, Phase};
 use rules::RequestUse;
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// How long requests waiting on a fill keep waiting once its response head has arrived: a
+/// cacheable body is at most `max_body_bytes`, which a healthy client reads in far less.
+pub const STREAM_WAIT: Duration = Duration::from_secs(1);
 
 /// A route's cache settings, resolved from `[cache]` and its own `cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +57,25 @@ pub struct CachePolicy {
     pub allow_credentials: bool,
 }
 
+/// What `x-cache` says about an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Bypass,
+}
+
 pub struct ResponseCache {
     store: quick_cache::sync::Cache<String, Stored, Weigh>,
-    /// Keys being fetched now, with a receiver that wakes when that fill ends.
-    inflight: Mutex<HashMap<String, watch::Receiver<()>>>,
+    /// Keys being fetched now, with a receiver that follows that fill.
+    inflight: Mutex<HashMap<String, watch::Receiver<Phase>>>,
     max_body_bytes: u64,
     statuses: Vec<u16>,
     capacity: u64,
+    /// Bytes held by fills in progress; they may not exceed `capacity` together.
+    filling: AtomicU64,
+    /// Bumped by every purge: a fill begun before it is not stored.
+    generation: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -98,12 +122,20 @@ pub enum Lookup {
     Bypass,
 }
 
-/// The request as the cache keys it.
+/// The request as the cache keys it: as it will be sent upstream.
 pub struct CacheRequest<'a> {
     pub method: &'a Method,
-    pub host: &'a str,
-    pub path_and_query: &'a str,
+    pub scheme: &'a str,
+    /// Host and port, lowercase.
+    pub authority: &'a str,
+    /// Normalised.
+    pub path: &'a str,
+    /// As forwarded (a query token removed).
+    pub query: Option<&'a str>,
+    /// As forwarded: route edits, identity and forwarding headers applied.
     pub headers: &'a HeaderMap,
+    /// The gateway verified a credential on this request.
+    pub identified: bool,
 }
 
 // === impl ResponseCache ===
@@ -130,7 +162,7 @@ impl ResponseCache {
                 Default::default(),
                 Default::default(),
             ),
-            // The options above are always valid; fall back to the plain constructor.
+            // Only reachable if quick_cache's rules for options change: its defaults then.
             Err(_) => {
                 quick_cache::sync::Cache::with_weighter(estimated_items, config.capacity, Weigh)
             }
@@ -141,71 +173,59 @@ impl ResponseCache {
             max_body_bytes: config.max_body_bytes,
             statuses: config.statuses.clone(),
             capacity: config.capacity,
+            filling: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 
-    /// Looks `req` up; on a miss for a key another request is already fetching, waits up to
-    /// `wait` for that fill first.
+    /// Looks `req` up; on a miss for a key another request is already fetching, waits for
+    /// that fill first (up to `wait` for its response head, [`STREAM_WAIT`] for its body).
     pub async fn lookup(
         self: &Arc<Self>,
         policy: &CachePolicy,
         req: &CacheRequest<'_>,
         wait: Duration,
     ) -> Lookup {
-        let refresh = match rules::request_use(req.method, req.headers, policy.allow_credentials) {
+        let credentials = req.identified || rules::has_credentials(req.headers);
+        if credentials && !policy.allow_credentials {
+            return Lookup::Bypass;
+        }
+        let refresh = match rules::request_use(req.method, req.headers) {
             RequestUse::Bypass => return Lookup::Bypass,
             RequestUse::Refresh => true,
             RequestUse::Lookup => false,
         };
-        let key = plain_key(req.method, req.host, req.path_and_query);
+        let key = plain_key(req);
+        let ticket = |guard| FillTicket::new(self.clone(), *policy, key.clone(), req, guard);
         if refresh {
             // A forced fetch neither reads nor waits; what it brings back replaces the entry.
-            return Lookup::Miss(FillTicket::new(
-                self.clone(),
-                *policy,
-                key,
-                req.headers,
-                None,
-            ));
+            return Lookup::Miss(ticket(None));
         }
         let mut waited = false;
         loop {
             if let Some(entry) = self.find(&key, req.headers) {
                 return Lookup::Hit(entry);
             }
-            let waiting = {
+            let follow = {
                 let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
                 match inflight.get(&key) {
                     Some(fill) if !waited => Some(fill.clone()),
                     Some(_) => None,
                     None => {
-                        let (done, wakes) = watch::channel(());
-                        inflight.insert(key.clone(), wakes);
+                        let (phase, follow) = watch::channel(Phase::Fetching);
+                        inflight.insert(key.clone(), follow);
                         drop(inflight);
-                        let guard = fill::InflightGuard::new(self.clone(), key.clone(), done);
-                        return Lookup::Miss(FillTicket::new(
-                            self.clone(),
-                            *policy,
-                            key,
-                            req.headers,
-                            Some(guard),
-                        ));
+                        let guard = fill::InflightGuard::new(self.clone(), key.clone(), phase);
+                        return Lookup::Miss(ticket(Some(guard)));
                     }
                 }
             };
-            let Some(mut fill) = waiting else {
+            let Some(fill) = follow else {
                 // Waited once already and someone else is fetching again: fetch too.
-                return Lookup::Miss(FillTicket::new(
-                    self.clone(),
-                    *policy,
-                    key,
-                    req.headers,
-                    None,
-                ));
+                return Lookup::Miss(ticket(None));
             };
             waited = true;
-            // Resolves when the filling request ends (its sender is dropped), stored or not.
-            let _ = tokio::time::timeout(wait, fill.changed()).await;
+            fill::follow(fill, Instant::now() + wait).await;
         }
     }
 
@@ -228,9 +248,11 @@ impl ResponseCache {
         None
     }
 
-    /// Stores a response that arrived whole.
-    fn insert(&self, key: &str, request_headers: &HeaderMap, response: fill::Filled) {
-        let names = rules::vary_names(&response.headers).unwrap_or_default();
+    /// Stores a response that arrived whole (unless a purge came since its fill began).
+    fn insert(&self, response: fill::Filled) {
+        if response.generation != self.generation.load(Ordering::Acquire) {
+            return;
+        }
         let weight = response.body.len() as u64
             + response
                 .headers
@@ -248,19 +270,19 @@ impl ResponseCache {
             expires_at: now + response.ttl,
             weight,
         }));
-        if names.is_empty() {
-            self.store.insert(key.to_owned(), entry);
-        } else {
-            let full = variant_key(key, &names, request_headers);
-            self.store.insert(full, entry);
-            self.store
-                .insert(key.to_owned(), Stored::Vary(names.into()));
+        match response.vary {
+            None => self.store.insert(response.key, entry),
+            Some((names, full)) => {
+                self.store.insert(full, entry);
+                self.store.insert(response.key, Stored::Vary(names));
+            }
         }
     }
 
     /// Removes every entry whose path starts with `prefix` (all of them without one);
-    /// returns how many went.
+    /// returns how many went. Fills in progress are not stored.
     pub fn purge(&self, prefix: Option<&str>) -> usize {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let before = self.store.len();
         match prefix {
             None => self.store.clear(),
@@ -315,49 +337,102 @@ impl Entry {
         let age = self.initial_age + self.stored_at.elapsed().as_secs();
         let headers = response.headers_mut();
         headers.insert(AGE, HeaderValue::from(age));
-        headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
+        headers.insert(X_CACHE, Outcome::Hit.header());
         response
     }
 }
 
-/// `GET example.com /p?q`: the key without `Vary`.
-fn plain_key(method: &Method, host: &str, path_and_query: &str) -> String {
-    let mut key =
-        String::with_capacity(method.as_str().len() + host.len() + path_and_query.len() + 2);
-    key.push_str(method.as_str());
+impl Outcome {
+    pub fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Bypass => "BYPASS",
+        })
+    }
+}
+
+/// Forwarding headers the upstream may build links from: always part of the key, as if every
+/// response varied on them (a front proxy's `X-Forwarded-Host` must not poison the entry
+/// another host's clients get).
+const FORWARDING: [HeaderName; 3] = [
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-port"),
+];
+
+/// `GET http://example.com:8080/p?q` and the forwarding headers' lines: the key without
+/// `Vary`. Nothing on the first line can contain a space or a newline, so it never runs into
+/// the header lines or the method.
+fn plain_key(req: &CacheRequest<'_>) -> String {
+    let query = req.query.map_or(0, |q| q.len() + 1);
+    let mut key = String::with_capacity(
+        req.method.as_str().len()
+            + req.scheme.len()
+            + req.authority.len()
+            + req.path.len()
+            + query
+            + 5,
+    );
+    key.push_str(req.method.as_str());
     key.push(' ');
-    key.push_str(host);
-    key.push(' ');
-    key.push_str(path_and_query);
+    key.push_str(req.scheme);
+    key.push_str("://");
+    key.push_str(req.authority);
+    key.push_str(req.path);
+    if let Some(query) = req.query {
+        key.push('?');
+        key.push_str(query);
+    }
+    for name in &FORWARDING {
+        push_header_line(&mut key, name, req.headers);
+    }
     key
 }
 
-/// The plain key plus the request's values of the `Vary` headers (each line `name: values`).
+/// The plain key plus one line per `Vary` header: `\nname=values`, each value's bytes
+/// escaped (`%XX` for anything but visible ASCII other than `%` and `,`), values joined by
+/// `,`, an absent header as `\nname!`: distinct requests never share a key.
 fn variant_key(key: &str, names: &[HeaderName], headers: &HeaderMap) -> String {
     let mut full = key.to_owned();
     for name in names {
-        full.push('\n');
-        full.push_str(name.as_str());
-        full.push(':');
-        for (i, value) in headers.get_all(name).iter().enumerate() {
-            if i > 0 {
-                full.push(',');
-            }
-            full.push_str(&String::from_utf8_lossy(value.as_bytes()));
-        }
+        push_header_line(&mut full, name, headers);
     }
     full
 }
 
-/// The path of a key (`GET host /p?q[\n…]` → `/p?q`).
-fn path_of(key: &str) -> &str {
-    let line = key.split('\n').next().unwrap_or(key);
-    line.splitn(3, ' ').nth(2).unwrap_or("")
+/// `\nname=v1,v2` (escaped as [`variant_key`] says) or `\nname!` when absent.
+fn push_header_line(key: &mut String, name: &HeaderName, headers: &HeaderMap) {
+    use std::fmt::Write;
+    key.push('\n');
+    key.push_str(name.as_str());
+    let mut values = headers.get_all(name).iter().peekable();
+    if values.peek().is_none() {
+        key.push('!');
+        return;
+    }
+    key.push('=');
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        for &byte in value.as_bytes() {
+            if byte.is_ascii_graphic() && byte != b'%' && byte != b',' || byte == b' ' {
+                key.push(char::from(byte));
+            } else {
+                let _ = write!(key, "%{byte:02X}");
+            }
+        }
+    }
 }
 
-/// Wall-clock now, for the caching rules' date arithmetic.
-fn wall_now() -> SystemTime {
-    SystemTime::now()
+/// The path of a key (`GET http://host/p?q[\n…]` → `/p?q`).
+fn path_of(key: &str) -> &str {
+    let line = key.split('\n').next().unwrap_or(key);
+    let after_scheme = line.split_once("://").map_or("", |(_, rest)| rest);
+    after_scheme
+        .find('/')
+        .map_or("", |slash| &after_scheme[slash..])
 }
 
 /// Counters kept per route: what `x-cache` said.
@@ -369,11 +444,11 @@ pub struct CacheCounters {
 }
 
 impl CacheCounters {
-    pub fn count(&self, outcome: &'static str) {
+    pub fn count(&self, outcome: Outcome) {
         let counter = match outcome {
-            "HIT" => &self.hits,
-            "MISS" => &self.misses,
-            _ => &self.bypasses,
+            Outcome::Hit => &self.hits,
+            Outcome::Miss => &self.misses,
+            Outcome::Bypass => &self.bypasses,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -384,9 +459,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_split_back_into_their_path() {
-        let key = plain_key(&Method::GET, "example.com", "/a/b?x=1");
-        assert_eq!(key, "GET example.com /a/b?x=1");
+    fn keys_split_back_into_their_path_and_never_collide() {
+        let headers = HeaderMap::new();
+        let req = CacheRequest {
+            method: &Method::GET,
+            scheme: "http",
+            authority: "example.com:8080",
+            path: "/a/b",
+            query: Some("x=1"),
+            headers: &headers,
+            identified: false,
+        };
+        let key = plain_key(&req);
+        assert_eq!(
+            key,
+            "GET http://example.com:8080/a/b?x=1\nx-forwarded-host!\nx-forwarded-proto!\nx-forwarded-port!"
+        );
         assert_eq!(path_of(&key), "/a/b?x=1");
         let mut headers = HeaderMap::new();
         headers.append("accept", HeaderValue::from_static("text/html"));
@@ -396,10 +484,20 @@ mod tests {
             HeaderName::from_static("x-absent"),
         ];
         let full = variant_key(&key, &names, &headers);
-        assert_eq!(
-            full,
-            "GET example.com /a/b?x=1\naccept:text/html,*/*\nx-absent:"
-        );
+        assert!(full.starts_with(&key));
+        assert_eq!(&full[key.len()..], "\naccept=text/html,*/*\nx-absent!");
         assert_eq!(path_of(&full), "/a/b?x=1");
+        // Values that a lossy or joined rendering would confuse stay apart.
+        let one = |values: &[&[u8]]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("x-lang", HeaderValue::from_bytes(value).unwrap());
+            }
+            variant_key("k", &[HeaderName::from_static("x-lang")], &headers)
+        };
+        assert_ne!(one(&[b"\xff"]), one(&[b"\xfe"]));
+        assert_ne!(one(&[b"a", b"b"]), one(&[b"a,b"]));
+        assert_ne!(one(&[b""]), one(&[]));
+        assert_ne!(one(&[b"%41"]), one(&[b"A"]));
     }
 }

@@ -6,8 +6,10 @@
 //! client ─► server (accept, TLS, h1/h2, limits) ─► proxy::handle
 //!   request id, trace ─► ops endpoint? ─► framing ─► normalise path ─► route
 //!   ─► overload shedding ─► IP lists, method ─► auth ─► rate limit ─► body limit
-//!   ─► pick endpoint ─► forward (pooled client, timeouts) ─► response headers
-//!   ─► stream body back ─► access log line and request figures when the body ends
+//!   ─► upstream headers ─► cache lookup (a hit answers here) ─► pick endpoint
+//!   ─► forward (pooled client, timeouts) ─► response headers ─► stream body back
+//!   (copied into the cache on a storable miss) ─► access log line and request figures
+//!   when the body ends
 //! ```
 //!
 //! Configuration is validated once ([`config`]) into an immutable [`runtime::Runtime`]

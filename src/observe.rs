@@ -33,6 +33,11 @@ use crate::server::InFlight;
 use metrics::{Finished, Metrics};
 use route_stats::RouteStats;
 
+/// Rounds to two decimals, for figures people read.
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Installs the JSON subscriber. Keep the guard alive until exit: dropping it flushes the log.
 pub fn init_logging(level: LogLevel) -> Result<WorkerGuard, String> {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());

@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PressureConfig;
 use crate::error::{ErrorKind, GatewayError};
+use crate::observe::round2;
 
 /// How often the probe measures its own wake-up lag.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Resident memory is read every this many probes (once a second).
 const RSS_EVERY: u32 = 10;
@@ -204,10 +205,6 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.release();
     }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 #[cfg(test)]

@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! request id ─► ops endpoint? ─► framing and header-size checks ─► normalise path ─► route
-//!   ─► overload shedding ─► IP lists ─► method ─► auth ─► rate limit ─► body limit (Content-Length) ─► pick endpoint ─► upstream request
-//!   (hop-by-hop removed, X-Forwarded-*, x-request-id, traceparent, route header edits)
+//!   ─► overload shedding ─► IP lists ─► method ─► auth ─► rate limit
+//!   ─► body limit (Content-Length) ─► upstream request headers (hop-by-hop removed,
+//!   X-Forwarded-*, x-request-id, traceparent, route header edits, identity)
+//!   ─► cache lookup (a hit is answered here) ─► pick endpoint
 //!   ─► send with the response timeout ─► response headers cleaned and edited
-//!   (event streams: no-cache, no proxy buffering, heartbeats) ─► stream body
+//!   (event streams: no-cache, no proxy buffering, heartbeats)
+//!   ─► stream body (copied into the cache on a storable miss)
 //! ```
 //!
 //! Every answer the gateway makes itself is a [`GatewayError`] turned into JSON in one place;
@@ -33,7 +36,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::auth::{without_query_param, TokenSources, ACCESS_TOKEN_PARAM};
-use crate::cache::{CacheRequest, Lookup, X_CACHE};
+use crate::cache::{CacheRequest, Lookup, Outcome, X_CACHE};
 use crate::config::HeaderOps;
 use crate::error::{ErrorKind, GatewayError};
 use crate::observe::{Exchange, ExchangeStart};
@@ -133,6 +136,7 @@ pub async fn handle(
             https,
             stop: conn.streams.draining.clone(),
             activity: conn.activity.clone(),
+            peer: conn.peer.ip(),
         };
         return match crate::admin::handle(req, rt, admin).await {
             Ok(response) => finish(response, exchange),
@@ -172,6 +176,7 @@ pub async fn handle(
     let exchange = Exchange::new(start, policy.stats.clone());
     let admission = Admission {
         routed,
+        path: &path,
         request_uri: &request_uri,
         client_ip,
         peer_trusted,
@@ -211,6 +216,8 @@ pub async fn handle(
 /// What was settled about a request before its route's own rules apply.
 struct Admission<'a> {
     routed: Routed<'a>,
+    /// The normalised request path.
+    path: &'a str,
     request_uri: &'a Uri,
     client_ip: IpAddr,
     peer_trusted: bool,
@@ -249,6 +256,7 @@ async fn serve_route(
     }
     let Admission {
         routed,
+        path,
         request_uri,
         client_ip,
         peer_trusted,
@@ -335,42 +343,6 @@ async fn serve_route(
             return refuse(error, exchange, has_body);
         }
     }
-    // The response cache: a hit is answered here; a miss goes on and may fill it.
-    let mut cache_ticket = None;
-    let mut x_cache = None;
-    if let (Some(cache), Some(cache_policy)) = (&rt.cache, &policy.cache) {
-        if client_upgrade.is_none() {
-            let host = authority
-                .as_ref()
-                .map(|a| a.host().to_ascii_lowercase())
-                .unwrap_or_default();
-            let lookup = if has_body {
-                // A GET with a body is not the plain read the cache is for.
-                Lookup::Bypass
-            } else {
-                let request = CacheRequest {
-                    method: req.method(),
-                    host: &host,
-                    path_and_query: request_uri.path_and_query().map_or("/", |p| p.as_str()),
-                    headers: req.headers(),
-                };
-                cache
-                    .lookup(cache_policy, &request, policy.response_timeout)
-                    .await
-            };
-            match lookup {
-                Lookup::Hit(entry) => {
-                    policy.stats.cache.count("HIT");
-                    return finish(entry.response(req.method()), exchange);
-                }
-                Lookup::Miss(ticket) => {
-                    x_cache = Some("MISS");
-                    cache_ticket = Some(ticket);
-                }
-                Lookup::Bypass => x_cache = Some("BYPASS"),
-            }
-        }
-    }
     let service = &policy.service;
     let hash_key = service
         .hash_key
@@ -378,6 +350,10 @@ async fn serve_route(
         .and_then(|key| headers::hash_key(key, req.headers(), client_ip));
 
     let (mut parts, incoming) = req.into_parts();
+    let cache_authority = authority
+        .as_ref()
+        .map(|a| a.as_str().to_ascii_lowercase())
+        .unwrap_or_default();
     let client_host = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let mut upstream_headers = std::mem::take(&mut parts.headers);
     headers::remove_hop_by_hop(&mut upstream_headers);
@@ -463,15 +439,50 @@ async fn serve_route(
             .query()
             .is_some_and(|q| q.contains(ACCESS_TOKEN_PARAM)))
     .then(|| without_query_param(request_uri.query(), ACCESS_TOKEN_PARAM));
+    let query = match &stripped_query {
+        Some(stripped) => stripped.as_deref(),
+        None => request_uri.query(),
+    };
+    // The response cache, asked with the request as the upstream will get it: a hit is
+    // answered here; a miss goes on and may fill it.
+    let mut cache_ticket = None;
+    let mut x_cache = None;
+    if let (Some(cache), Some(cache_policy)) = (&rt.cache, &policy.cache) {
+        let lookup = if has_body {
+            // A GET with a body is not the plain read the cache is for.
+            Lookup::Bypass
+        } else {
+            let request = CacheRequest {
+                method: &parts.method,
+                scheme: if conn.tls { "https" } else { "http" },
+                authority: &cache_authority,
+                path,
+                query,
+                headers: &upstream_headers,
+                identified: identity.is_some(),
+            };
+            cache
+                .lookup(cache_policy, &request, policy.response_timeout)
+                .await
+        };
+        match lookup {
+            Lookup::Hit(entry) => {
+                policy.stats.cache.count(Outcome::Hit);
+                return finish(entry.response(&parts.method), exchange);
+            }
+            Lookup::Miss(ticket) => {
+                x_cache = Some(Outcome::Miss);
+                cache_ticket = Some(ticket);
+            }
+            Lookup::Bypass => x_cache = Some(Outcome::Bypass),
+        }
+    }
     let outgoing = Outgoing {
         method: parts.method,
         headers: upstream_headers,
         body: (!incoming.is_end_stream()).then(|| UnsentBody::new(incoming)),
         forward_path: &routed.forward_path,
-        query: match &stripped_query {
-            Some(stripped) => stripped.as_deref(),
-            None => request_uri.query(),
-        },
+        query,
         hash_key,
         response_timeout: policy.response_timeout,
         idle_timeout: policy.idle_timeout,
@@ -495,6 +506,18 @@ async fn serve_route(
         return refuse(error, exchange, false);
     }
     let (mut parts, upstream_body) = response.into_parts();
+    // Judged on the upstream's own headers (before route edits, which may not make a private
+    // answer shareable), while its framing is still there to see.
+    let mut fill = cache_ticket.and_then(|ticket| {
+        let delimited = parts.version == Version::HTTP_2
+            || parts.headers.contains_key(http::header::CONTENT_LENGTH)
+            || parts
+                .headers
+                .get(TRANSFER_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        ticket.start(parts.status, &parts.headers, delimited)
+    });
     headers::remove_hop_by_hop(&mut parts.headers);
     let event_stream = sse::is_event_stream(&parts.headers);
     // Events are counted (and heartbeats sent) only where the bytes are the lines, not in a
@@ -513,12 +536,12 @@ async fn serve_route(
     apply_header_ops(&mut parts.headers, &policy.response_headers);
     if let Some(outcome) = x_cache {
         policy.stats.cache.count(outcome);
-        parts
-            .headers
-            .insert(X_CACHE, HeaderValue::from_static(outcome));
+        parts.headers.insert(X_CACHE, outcome.header());
     }
     // Stored as the client gets it (route edits applied), without the per-request headers.
-    let fill = cache_ticket.and_then(|ticket| ticket.start(parts.status, &parts.headers));
+    if let Some(fill) = &mut fill {
+        fill.keep_headers(&parts.headers);
+    }
     parts
         .headers
         .insert(X_REQUEST_ID, exchange.request_id.clone());

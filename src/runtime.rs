@@ -39,8 +39,6 @@ pub struct Runtime {
     pub cache: Option<Arc<ResponseCache>>,
     /// How many configurations this process has loaded (1 until reloads exist).
     pub config_version: u64,
-    /// A short SHA-256 of the validated config, so a scrape shows which one runs.
-    pub config_fingerprint: String,
 }
 
 /// The handle the server shares between connections.
@@ -74,7 +72,6 @@ impl Runtime {
             pressure: Arc::new(Pressure::new(&config.pressure)),
             cache,
             config_version: 1,
-            config_fingerprint: fingerprint(&config),
             config,
         })
     }
@@ -87,15 +84,4 @@ impl Runtime {
     pub fn is_ready(&self) -> bool {
         self.services.values().all(|s| s.is_ready())
     }
-}
-
-/// The first 12 hex digits of a SHA-256 over the config's debug form: it changes when any
-/// setting does, and cannot be turned back into the secrets it includes.
-fn fingerprint(config: &Config) -> String {
-    let digest =
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{config:?}").as_bytes());
-    digest.as_ref()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -493,3 +493,191 @@ async fn purging_needs_admin_rights_when_auth_is_on() {
         .unwrap();
     assert_eq!(got.headers()["x-cache"], "BYPASS");
 }
+
+fn sha256_hex(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An upstream that answers with the identity it was given, varying on it when asked.
+async fn whoami() -> Upstream {
+    Upstream::start(|r| {
+        let user = r
+            .headers
+            .get("x-user-id")
+            .map_or("nobody", |v| v.to_str().unwrap());
+        let reply = Reply::ok(&format!("data of {user}"));
+        if r.uri.query() == Some("vary") {
+            reply.header("vary", "X-User-Id")
+        } else {
+            reply
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn one_callers_answer_never_reaches_another() {
+    let up = whoami().await;
+    let toml = format!(
+        "{}\n[rate_limit]\nenabled = false\n[cache]\nenabled = true\n\
+         [[auth.api_keys]]\nid = \"alice\"\nsha256 = \"{}\"\n\
+         [[auth.api_keys]]\nid = \"bob\"\nsha256 = \"{}\"\n\
+         [[routes]]\npath = \"/keyed\"\nservice = \"s\"\nauth = true\n\
+         [[routes]]\npath = \"/open\"\nservice = \"s\"\nauth = \"optional\"\n\
+         [[routes]]\npath = \"/shared\"\nservice = \"s\"\nauth = true\n\
+         cache = {{ allow_credentials = true }}\n",
+        service("s", &[up.url()]),
+        sha256_hex("key-of-alice"),
+        sha256_hex("key-of-bob"),
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let alice = [("x-api-key", "key-of-alice")];
+    let bob = [("x-api-key", "key-of-bob")];
+    // A verified API key counts as a credential: no sharing on a route that does not share.
+    let got = get(&gw, "/keyed/me", &alice).await;
+    assert_eq!(
+        (got.x_cache.as_str(), got.body.as_str()),
+        ("BYPASS", "data of alice")
+    );
+    let got = get(&gw, "/keyed/me", &bob).await;
+    assert_eq!(
+        (got.x_cache.as_str(), got.body.as_str()),
+        ("BYPASS", "data of bob")
+    );
+    // Nor does an anonymous caller get what a key holder fetched, or the other way round.
+    assert_eq!(get(&gw, "/open/me", &alice).await.body, "data of alice");
+    let anonymous = get(&gw, "/open/me", &[]).await;
+    assert_eq!(
+        (anonymous.x_cache.as_str(), anonymous.body.as_str()),
+        ("MISS", "data of nobody")
+    );
+    assert_eq!(get(&gw, "/open/me", &bob).await.body, "data of bob");
+    // A shared route keys a `Vary: X-User-Id` answer on the verified identity, never on a
+    // header the client sends (the gateway replaces that one).
+    assert_eq!(get(&gw, "/shared/me?vary", &bob).await.body, "data of bob");
+    let forged = [("x-api-key", "key-of-bob"), ("x-user-id", "alice")];
+    let got = get(&gw, "/shared/me?vary", &forged).await;
+    assert_eq!(
+        (got.x_cache.as_str(), got.body.as_str()),
+        ("HIT", "data of bob")
+    );
+    let got = get(&gw, "/shared/me?vary", &alice).await;
+    assert_eq!(
+        (got.x_cache.as_str(), got.body.as_str()),
+        ("MISS", "data of alice")
+    );
+    assert_eq!(get(&gw, "/shared/me?vary", &alice).await.x_cache, "HIT");
+}
+
+#[tokio::test]
+async fn the_key_holds_the_forwarded_authority_and_the_normalised_path() {
+    let up = Upstream::start(|r| {
+        let host = r.headers["x-forwarded-host"].to_str().unwrap().to_owned();
+        Reply::ok(&format!("links for {host}"))
+    })
+    .await;
+    let gw = caching(&up, "").await;
+    let port = gw.addr.port();
+    let evil = get(&gw, "/api/s/links", &[("host", "localhost:6666")]).await;
+    assert_eq!(evil.body, "links for localhost:6666");
+    let honest = get(
+        &gw,
+        "/api/s/links",
+        &[("host", &format!("localhost:{port}"))],
+    )
+    .await;
+    assert_eq!(honest.x_cache, "MISS", "another port is another entry");
+    assert_eq!(honest.body, format!("links for localhost:{port}"));
+    // Spellings of one path share one entry (the one the purge below finds).
+    assert_eq!(get(&gw, "/api/s/same", &[]).await.x_cache, "MISS");
+    assert_eq!(get(&gw, "//api/s/same", &[]).await.x_cache, "HIT");
+    assert_eq!(get(&gw, "/api/s/./same", &[]).await.x_cache, "HIT");
+    client()
+        .delete(gw.url("/admin/cache?prefix=/api/s/same"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(&gw, "//api/s/same", &[]).await.x_cache, "MISS");
+    assert_eq!(up.count(), 4);
+}
+
+#[tokio::test]
+async fn a_purge_during_a_fill_keeps_that_fill_out() {
+    let up = Upstream::start(|_| {
+        Reply::ok("").body(ReplyBody::Chunks(
+            vec![Bytes::from_static(b"old "), Bytes::from_static(b"answer")],
+            Duration::from_millis(400),
+        ))
+    })
+    .await;
+    let gw = caching(&up, "").await;
+    let url = gw.url("/api/s/doc");
+    let filling = tokio::spawn(async move { client().get(url).send().await.unwrap().text().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let purged = client()
+        .delete(gw.url("/admin/cache"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200);
+    assert_eq!(filling.await.unwrap().unwrap(), "old answer");
+    assert_eq!(get(&gw, "/api/s/doc", &[]).await.x_cache, "MISS");
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test]
+async fn a_body_ended_only_by_a_closed_connection_is_not_stored() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut head = [0u8; 4096];
+            let _ = socket.read(&mut head).await;
+            // No length, not chunked: only the close says where it ends (or was cut).
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\npartial?")
+                .await;
+        }
+    });
+    let toml = format!(
+        "{}\n[rate_limit]\nenabled = false\n[cache]\nenabled = true\n",
+        service("eof", &[format!("http://{addr}")])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    for _ in 0..2 {
+        let got = get(&gw, "/api/eof/x", &[]).await;
+        assert_eq!(
+            (got.x_cache.as_str(), got.body.as_str()),
+            ("MISS", "partial?")
+        );
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_leader_whose_client_stopped_reading_holds_the_others_a_second_at_most() {
+    // A body the leader's client will never read to the end (it reads nothing at all).
+    let up = Upstream::start(|_| Reply::ok("").body(ReplyBody::Generated(6_000_000))).await;
+    let gw = caching(&up, "max_body_bytes = 8000000\ncapacity = \"64MiB\"\n").await;
+    let mut stalled = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /api/s/big HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let response = client().get(gw.url("/api/s/big")).send().await.unwrap();
+    assert_eq!(response.bytes().await.unwrap().len(), 6_000_000);
+    // The route's response timeout is 30 s: the follower gave up on the fill long before.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(up.count(), 2);
+    drop(stalled);
+}

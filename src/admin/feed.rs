@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response};
 use serde_json::{json, Value};
@@ -27,6 +27,10 @@ use crate::upstream::breaker::State;
 use crate::upstream::StreamKind;
 
 const PERIOD: Duration = Duration::from_secs(1);
+
+/// How long an event is reused for other dashboards (a little under the period, so each
+/// feed still gets a new one every second).
+const FRESH: Duration = Duration::from_millis(900);
 
 pub fn response(
     runtime: Arc<Runtime>,
@@ -56,12 +60,12 @@ pub fn response(
             if stop.is_cancelled() {
                 return None;
             }
-            let event = format!("data: {}\n\n", snapshot(&runtime));
+            let event = shared_event(&runtime);
             ticker.reset();
-            Some((Bytes::from(event), (runtime, stop, Some(ticker), guard)))
+            Some((event, (runtime, stop, Some(ticker), guard)))
         },
     );
-    let body = stream::once(async move { hello }).chain_events(events);
+    let body = stream::once(async move { hello }).chain(events);
     let mut response = Response::new(GatewayBody::generated(body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -70,23 +74,28 @@ pub fn response(
     response
 }
 
-/// Chains without `StreamExt` pulling in its whole feature set.
-trait ChainEvents: futures_util::Stream<Item = Bytes> + Sized {
-    fn chain_events<S: futures_util::Stream<Item = Bytes>>(
-        self,
-        next: S,
-    ) -> futures_util::stream::Chain<Self, S> {
-        futures_util::StreamExt::chain(self, next)
+/// The current event, built at most once a second however many dashboards are open.
+fn shared_event(rt: &Runtime) -> Bytes {
+    let mut last = rt
+        .metrics
+        .feed_event
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some((made, event)) = &*last {
+        if made.elapsed() < FRESH {
+            return event.clone();
+        }
     }
+    let event = Bytes::from(format!("data: {}\n\n", snapshot(rt)));
+    *last = Some((std::time::Instant::now(), event.clone()));
+    event
 }
-
-impl<T: futures_util::Stream<Item = Bytes>> ChainEvents for T {}
 
 /// One event's document (the shape `dashboard.html` reads).
 pub fn snapshot(rt: &Runtime) -> Value {
     let now = epoch_ms();
     let mut totals = totals(rt);
-    totals["connections"] = connections(rt);
+    totals["connections"] = super::stats::connections(rt);
     let seconds = rt.metrics.totals.per_second(now, SERIES_SECONDS);
     let start_ms = (now / 1000 - seconds.len() as u64) * 1000;
     json!({
@@ -113,21 +122,6 @@ pub fn snapshot(rt: &Runtime) -> Value {
             "route": &*e.route,
             "requestId": e.request_id.to_str().unwrap_or("-"),
         })).collect::<Vec<_>>(),
-    })
-}
-
-fn connections(rt: &Runtime) -> Value {
-    let in_flight = |kind| -> u64 {
-        rt.services
-            .values()
-            .flat_map(|s| s.pool.endpoints())
-            .map(|e| u64::from(e.in_flight(kind)))
-            .sum()
-    };
-    json!({
-        "http": rt.live.open_connections(),
-        "sse": in_flight(StreamKind::Sse),
-        "ws": in_flight(StreamKind::WebSocket),
     })
 }
 

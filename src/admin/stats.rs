@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde_json::{json, Value};
 
 use crate::observe::metrics::epoch_ms;
+pub use crate::observe::round2;
 use crate::observe::series::Summary;
 use crate::runtime::Runtime;
 use crate::upstream::breaker::State;
@@ -29,6 +30,23 @@ pub fn admin_stats(rt: &Runtime) -> Value {
         .iter()
         .map(|(name, service)| (name.clone(), service_stats(service)))
         .collect();
+    json!({
+        "nowMs": epoch_ms(),
+        "uptimeSeconds": rt.live.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "env": rt.config.server.env.as_str(),
+        "services": services,
+        "connections": connections(rt),
+        "auth": rt.auth.stats(),
+        "rateLimit": rt.limiter.stats(),
+        "totals": totals(rt),
+        "routes": routes(rt),
+        "pressure": rt.pressure.status(),
+    })
+}
+
+/// Open client connections, and the event streams and WebSockets among them.
+pub fn connections(rt: &Runtime) -> Value {
     let in_flight = |kind| -> u64 {
         rt.services
             .values()
@@ -37,21 +55,9 @@ pub fn admin_stats(rt: &Runtime) -> Value {
             .sum()
     };
     json!({
-        "nowMs": epoch_ms(),
-        "uptimeSeconds": rt.live.started.elapsed().as_secs(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "env": rt.config.server.env.as_str(),
-        "services": services,
-        "connections": {
-            "http": rt.live.open_connections(),
-            "sse": in_flight(StreamKind::Sse),
-            "ws": in_flight(StreamKind::WebSocket),
-        },
-        "auth": rt.auth.stats(),
-        "rateLimit": rt.limiter.stats(),
-        "totals": totals(rt),
-        "routes": routes(rt),
-        "pressure": rt.pressure.status(),
+        "http": rt.live.open_connections(),
+        "sse": in_flight(StreamKind::Sse),
+        "ws": in_flight(StreamKind::WebSocket),
     })
 }
 
@@ -122,6 +128,11 @@ pub fn routes(rt: &Runtime) -> Vec<Value> {
                 "p99Ms": quantile(&summary, 0.99),
                 "rateLimited": stats.rate_limited.load(Relaxed),
                 "aborted": stats.aborted.load(Relaxed),
+                "cache": p.cache.map(|_| json!({
+                    "hits": stats.cache.hits.load(Relaxed),
+                    "misses": stats.cache.misses.load(Relaxed),
+                    "bypasses": stats.cache.bypasses.load(Relaxed),
+                })),
             })
         })
         .collect()
@@ -259,10 +270,6 @@ fn stream_counts(counters: &[&StreamCounters]) -> Value {
         "bytesUp": sum(|c| c.bytes_up.load(Relaxed)),
         "bytesDown": sum(|c| c.bytes_down.load(Relaxed)),
     })
-}
-
-pub fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 fn round4(x: f64) -> f64 {

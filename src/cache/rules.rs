@@ -21,16 +21,14 @@ pub enum RequestUse {
     Lookup,
     /// `Cache-Control: no-cache` (or `Pragma: no-cache`): fetch, and store what comes back.
     Refresh,
-    /// Not at all: another method, credentials on a route that does not share them, or
-    /// `Cache-Control: no-store`.
+    /// Not at all: another method, or `Cache-Control: no-store`.
     Bypass,
 }
 
-pub fn request_use(method: &Method, headers: &HeaderMap, allow_credentials: bool) -> RequestUse {
+/// What the request's method and `Cache-Control` allow (credentials are the caller's
+/// business: see [`has_credentials`]).
+pub fn request_use(method: &Method, headers: &HeaderMap) -> RequestUse {
     if !matches!(*method, Method::GET | Method::HEAD) {
-        return RequestUse::Bypass;
-    }
-    if !allow_credentials && (headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE)) {
         return RequestUse::Bypass;
     }
     let directives = Directives::of(headers);
@@ -45,6 +43,12 @@ pub fn request_use(method: &Method, headers: &HeaderMap, allow_credentials: bool
         return RequestUse::Refresh;
     }
     RequestUse::Lookup
+}
+
+/// Whether the request carries something that may make its answer personal: `Authorization`
+/// or `Cookie` (the gateway also knows about credentials it verified itself).
+pub fn has_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE)
 }
 
 /// How long a response may be kept, at most `cap`; `None` when it may not be stored.
@@ -203,32 +207,22 @@ mod tests {
     #[test]
     fn requests_use_the_cache_only_when_safe() {
         let get = Method::GET;
-        assert_eq!(request_use(&get, &headers(&[]), false), RequestUse::Lookup);
-        assert_eq!(
-            request_use(&Method::HEAD, &headers(&[]), false),
-            RequestUse::Lookup
-        );
-        assert_eq!(
-            request_use(&Method::POST, &headers(&[]), false),
-            RequestUse::Bypass
-        );
-        let bearer = headers(&[("authorization", "Bearer x")]);
-        assert_eq!(request_use(&get, &bearer, false), RequestUse::Bypass);
-        assert_eq!(request_use(&get, &bearer, true), RequestUse::Lookup);
-        let cookie = headers(&[("cookie", "a=b")]);
-        assert_eq!(request_use(&get, &cookie, false), RequestUse::Bypass);
+        let none = headers(&[]);
+        assert_eq!(request_use(&get, &none), RequestUse::Lookup);
+        assert_eq!(request_use(&Method::HEAD, &none), RequestUse::Lookup);
+        assert_eq!(request_use(&Method::POST, &none), RequestUse::Bypass);
+        assert!(has_credentials(&headers(&[("authorization", "Bearer x")])));
+        assert!(has_credentials(&headers(&[("cookie", "a=b")])));
+        assert!(!has_credentials(&none));
         for refresh in [
             ("cache-control", "no-cache"),
             ("cache-control", "max-age=0"),
             ("pragma", "no-cache"),
         ] {
-            assert_eq!(
-                request_use(&get, &headers(&[refresh]), false),
-                RequestUse::Refresh
-            );
+            assert_eq!(request_use(&get, &headers(&[refresh])), RequestUse::Refresh);
         }
         let no_store = headers(&[("cache-control", "No-Store")]);
-        assert_eq!(request_use(&get, &no_store, false), RequestUse::Bypass);
+        assert_eq!(request_use(&get, &no_store), RequestUse::Bypass);
     }
 
     #[test]

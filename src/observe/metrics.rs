@@ -19,7 +19,7 @@ use super::series::{Series, SERIES_SECONDS};
 use crate::upstream::window::Window;
 
 /// How many error responses the dashboard lists.
-pub const RECENT_ERRORS: usize = 50;
+const RECENT_ERRORS: usize = 50;
 
 /// The longest request path kept in an error record.
 const MAX_RECORDED_PATH: usize = 256;
@@ -37,6 +37,9 @@ pub struct Metrics {
     recent_errors: Mutex<VecDeque<ErrorRecord>>,
     /// The size of the last `/metrics` text, to size the next one's buffer.
     last_scrape_bytes: AtomicUsize,
+    /// The dashboard's last live-feed event and when it was made: every open dashboard
+    /// shares it for up to a second.
+    pub feed_event: Mutex<Option<(std::time::Instant, bytes::Bytes)>>,
 }
 
 /// One error response, for the dashboard's list.
@@ -75,6 +78,7 @@ impl Metrics {
             too_many: Window::new(SERIES_SECONDS as usize),
             recent_errors: Mutex::new(VecDeque::with_capacity(RECENT_ERRORS)),
             last_scrape_bytes: AtomicUsize::new(0),
+            feed_event: Mutex::new(None),
         }
     }
 
@@ -117,7 +121,13 @@ impl Metrics {
                 route: stats.label.clone(),
                 request_id: done.request_id.clone(),
             };
-            let mut errors = self.recent_errors.lock().unwrap_or_else(|p| p.into_inner());
+            // Never waited for: under a flood of errors, some are left off the list rather
+            // than every request queueing on one lock.
+            let mut errors = match self.recent_errors.try_lock() {
+                Ok(errors) => errors,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
             if errors.len() == RECENT_ERRORS {
                 errors.pop_back();
             }

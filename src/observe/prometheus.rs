@@ -11,7 +11,7 @@
 //!   health, breaker state (one series per state, 1 for the current one) and openings,
 //!   retries, SSE streams and events, WebSocket connections, messages and bytes;
 //! - the gateway: open connections, requests in flight, scheduler delay, requests shed,
-//!   config version and fingerprint, build info;
+//!   config version, build info;
 //! - the process: resident memory, CPU seconds, open descriptors, threads, start time.
 //!
 //! A route's series appear once it has served a request, an endpoint's SSE and WebSocket
@@ -385,10 +385,7 @@ fn gateway_families(rt: &Runtime, out: &mut DescriptorEncoder) -> Result {
         out,
         "sluice_config_version",
         "How many configurations this process has loaded.",
-        [(
-            [("fingerprint", rt.config_fingerprint.as_str())],
-            rt.config_version,
-        )],
+        [(NO_LABELS, rt.config_version)],
     )?;
     gauge_family(
         out,

@@ -22,9 +22,9 @@ const METHODS: [&str; 8] = [
 ];
 
 /// Statuses with a slot in the table: what upstreams and the gateway itself usually answer.
-const STATUSES: [u16; 32] = [
+const STATUSES: [u16; 33] = [
     200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 406, 408, 409,
-    410, 412, 413, 415, 422, 429, 431, 500, 501, 502, 503, 504, 101,
+    410, 412, 413, 415, 422, 429, 431, 499, 500, 501, 502, 503, 504, 101,
 ];
 
 #[derive(Debug)]

@@ -145,16 +145,18 @@ impl ConnActivity {
         new_head
     }
 
-    /// The connection is being upgraded (a WebSocket): stop looking for request heads.
+    /// A live feed starts on this connection; it counts until the guard is dropped.
     pub fn feed_opened(self: &Arc<Self>) -> FeedGuard {
         self.feeds.fetch_add(1, Ordering::Relaxed);
         FeedGuard(self.clone())
     }
 
+    /// Whether a live feed is open on this connection now.
     pub fn has_feeds(&self) -> bool {
         self.feeds.load(Ordering::Relaxed) > 0
     }
 
+    /// The connection is being upgraded (a WebSocket): stop looking for request heads.
     pub fn upgraded(&self) {
         self.no_more_heads.store(true, Ordering::Relaxed);
     }
