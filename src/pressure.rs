@@ -116,8 +116,13 @@ impl Pressure {
             .with_retry_after(retry_after)
     }
 
-    /// Measures scheduler delay (and, once a second, resident memory) until `stop`.
+    /// Measures scheduler delay (and, once a second, resident memory when it has a limit)
+    /// until `stop`. Nothing runs when neither has a limit: `/_pressure` then reads memory
+    /// when asked, and has no delay to report.
     pub fn spawn_probe(self: Arc<Self>, stop: CancellationToken) {
+        if self.max_delay.is_none() && self.max_rss.is_none() {
+            return;
+        }
         tokio::spawn(async move {
             let mut ticks = 0u32;
             loop {
@@ -130,7 +135,7 @@ impl Pressure {
                 self.delay_us
                     .store(late.as_micros() as u64, Ordering::Relaxed);
                 ticks = ticks.wrapping_add(1);
-                if ticks.is_multiple_of(RSS_EVERY) {
+                if self.max_rss.is_some() && ticks.is_multiple_of(RSS_EVERY) {
                     if let Some(rss) = crate::observe::process::resident_bytes() {
                         self.rss.store(rss, Ordering::Relaxed);
                     }
@@ -147,7 +152,11 @@ impl Pressure {
         Duration::from_micros(self.delay_us.load(Ordering::Relaxed))
     }
 
+    /// Resident memory: as last probed when there is a limit, read now otherwise.
     pub fn rss(&self) -> u64 {
+        if self.max_rss.is_none() {
+            return crate::observe::process::resident_bytes().unwrap_or(0);
+        }
         self.rss.load(Ordering::Relaxed)
     }
 
@@ -165,7 +174,9 @@ impl Pressure {
         json!({
             "overloaded": !reasons.is_empty(),
             "reasons": reasons,
-            "eventLoopDelayMs": round2(self.delay().as_secs_f64() * 1000.0),
+            "eventLoopDelayMs": self
+                .max_delay
+                .map(|_| round2(self.delay().as_secs_f64() * 1000.0)),
             "maxEventLoopDelayMs": self.max_delay.map(|d| d.as_millis() as u64),
             "rssBytes": self.rss(),
             "maxRssBytes": self.max_rss,

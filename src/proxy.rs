@@ -138,7 +138,9 @@ pub async fn handle(
             activity: conn.activity.clone(),
             peer: conn.peer.ip(),
         };
-        return match crate::admin::handle(req, rt, admin).await {
+        // Boxed: the ops endpoints' futures (login, feed, purge) are large, and inlined they
+        // would make every proxied request's future as large, copied on every move.
+        return match Box::pin(crate::admin::handle(req, rt, admin)).await {
             Ok(response) => finish(response, exchange),
             Err(error) => refuse(error, exchange, has_body),
         };
@@ -350,10 +352,11 @@ async fn serve_route(
         .and_then(|key| headers::hash_key(key, req.headers(), client_ip));
 
     let (mut parts, incoming) = req.into_parts();
-    let cache_authority = authority
-        .as_ref()
-        .map(|a| a.as_str().to_ascii_lowercase())
-        .unwrap_or_default();
+    // Only a caching route needs it as a key (one allocation fewer everywhere else).
+    let cache_authority = match (&rt.cache, &policy.cache, &authority) {
+        (Some(_), Some(_), Some(a)) => a.as_str().to_ascii_lowercase(),
+        _ => String::new(),
+    };
     let client_host = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let mut upstream_headers = std::mem::take(&mut parts.headers);
     headers::remove_hop_by_hop(&mut upstream_headers);
@@ -461,9 +464,8 @@ async fn serve_route(
                 headers: &upstream_headers,
                 identified: identity.is_some(),
             };
-            cache
-                .lookup(cache_policy, &request, policy.response_timeout)
-                .await
+            // Boxed, for the same reason: the wait on another fill is large and rare.
+            Box::pin(cache.lookup(cache_policy, &request, policy.response_timeout)).await
         };
         match lookup {
             Lookup::Hit(entry) => {
