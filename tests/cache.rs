@@ -383,20 +383,8 @@ async fn large_cut_or_abandoned_bodies_are_never_stored() {
     assert_eq!(up.count(), 4);
 
     // An upstream that promises 100 bytes and closes after 10: never stored.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = Arc::new(AtomicUsize::new(0));
-    let count = served.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let mut head = [0u8; 4096];
-            let _ = socket.read(&mut head).await;
-            let _ = socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
-                .await;
-        }
-    });
+    let (addr, served) =
+        raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789").await;
     let toml = format!(
         "{}\n[rate_limit]\nenabled = false\n[cache]\nenabled = true\n",
         service("cut", &[format!("http://{addr}")])
@@ -492,6 +480,23 @@ async fn purging_needs_admin_rights_when_auth_is_on() {
         .await
         .unwrap();
     assert_eq!(got.headers()["x-cache"], "BYPASS");
+}
+
+/// An upstream that reads a request head, writes `answer` and closes; it counts connections.
+async fn raw_upstream(answer: &'static [u8]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut head = [0u8; 4096];
+            let _ = socket.read(&mut head).await;
+            let _ = socket.write_all(answer).await;
+        }
+    });
+    (addr, served)
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -628,21 +633,9 @@ async fn a_purge_during_a_fill_keeps_that_fill_out() {
 
 #[tokio::test]
 async fn a_body_ended_only_by_a_closed_connection_is_not_stored() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = Arc::new(AtomicUsize::new(0));
-    let count = served.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let mut head = [0u8; 4096];
-            let _ = socket.read(&mut head).await;
-            // No length, not chunked: only the close says where it ends (or was cut).
-            let _ = socket
-                .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\npartial?")
-                .await;
-        }
-    });
+    // No length, not chunked: only the close says where it ends (or was cut).
+    let (addr, served) =
+        raw_upstream(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\npartial?").await;
     let toml = format!(
         "{}\n[rate_limit]\nenabled = false\n[cache]\nenabled = true\n",
         service("eof", &[format!("http://{addr}")])

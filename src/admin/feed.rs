@@ -17,9 +17,9 @@ use http::{HeaderValue, Response};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::stats::{quantile, round2, totals, RATE_WINDOW_SECS};
+use super::stats::{quantile, round2, totals};
 use crate::observe::metrics::epoch_ms;
-use crate::observe::series::{Summary, SERIES_SECONDS};
+use crate::observe::series::SERIES_SECONDS;
 use crate::proxy::body::GatewayBody;
 use crate::runtime::Runtime;
 use crate::server::FeedGuard;
@@ -129,18 +129,11 @@ fn services(rt: &Runtime, wall_now: u64) -> Vec<Value> {
     rt.services
         .iter()
         .map(|(name, service)| {
-            let now = service.clock.now_ms();
-            let seconds = (now / 1000).clamp(1, RATE_WINDOW_SECS);
+            let (now, total, windowed) = super::stats::windowed(service);
             let endpoints = service.pool.endpoints();
-            let mut total = Summary {
-                seconds,
-                ..Summary::default()
-            };
-            let upstreams: Vec<Value> = endpoints
+            let upstreams: Vec<Value> = windowed
                 .iter()
-                .map(|e| {
-                    let summary = e.stats.series.summary(now, seconds);
-                    total.merge(&summary);
+                .map(|(e, summary)| {
                     let state = e.breaker.state_at(now);
                     let open_until = match state {
                         State::Open { until_ms } => wall_now + until_ms.saturating_sub(now),
@@ -158,7 +151,7 @@ fn services(rt: &Runtime, wall_now: u64) -> Vec<Value> {
                             "ws": e.in_flight(StreamKind::WebSocket),
                         },
                         "rps": round2(summary.rps()),
-                        "p99Ms": quantile(&summary, 0.99),
+                        "p99Ms": quantile(summary, 0.99),
                         "errorRate": round2(summary.error_rate()),
                     })
                 })

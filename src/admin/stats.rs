@@ -11,6 +11,7 @@
 //!   route and endpoint (the breaker is per endpoint, so routes to one service share it).
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -180,25 +181,39 @@ pub fn gateway_stats(rt: &Runtime) -> Value {
     Value::Array(entries)
 }
 
-fn service_stats(service: &Service) -> Value {
+/// A service's endpoints with their figures over the rate window, and the service's total:
+/// `(now on the service clock, total, per endpoint)`.
+pub fn windowed(service: &Service) -> (u64, Summary, Vec<(&Arc<Endpoint>, Summary)>) {
     let now = service.clock.now_ms();
     let seconds = (now / 1000).clamp(1, RATE_WINDOW_SECS);
-    let endpoints = service.pool.endpoints();
     let mut total = Summary {
         seconds,
         ..Summary::default()
     };
-    let mut latencies = Vec::new();
-    let details: Vec<Value> = endpoints
+    let endpoints = service
+        .pool
+        .endpoints()
         .iter()
         .map(|endpoint| {
             let summary = endpoint.stats.series.summary(now, seconds);
             total.merge(&summary);
-            if endpoint.stats.requests_total.load(Relaxed) > 0 {
-                latencies.push(endpoint.ewma.cost(now) / 1000.0);
-            }
-            endpoint_stats(endpoint, now, &summary)
+            (endpoint, summary)
         })
+        .collect();
+    (now, total, endpoints)
+}
+
+fn service_stats(service: &Service) -> Value {
+    let (now, total, windowed) = windowed(service);
+    let endpoints = service.pool.endpoints();
+    let latencies: Vec<f64> = endpoints
+        .iter()
+        .filter(|e| e.stats.requests_total.load(Relaxed) > 0)
+        .map(|e| e.ewma.cost(now) / 1000.0)
+        .collect();
+    let details: Vec<Value> = windowed
+        .iter()
+        .map(|(endpoint, summary)| endpoint_stats(endpoint, now, summary))
         .collect();
     let avg_latency = if latencies.is_empty() {
         0.0

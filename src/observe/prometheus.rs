@@ -397,14 +397,6 @@ fn gateway_families(rt: &Runtime, out: &mut DescriptorEncoder) -> Result {
 
 fn process_families(out: &mut DescriptorEncoder) -> Result {
     let figures = super::process::read();
-    if let Some(rss) = figures.resident_bytes {
-        gauge_family(
-            out,
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes.",
-            [(NO_LABELS, rss)],
-        )?;
-    }
     if let Some(cpu) = figures.cpu_seconds {
         counter_family(
             out,
@@ -413,29 +405,33 @@ fn process_families(out: &mut DescriptorEncoder) -> Result {
             [(NO_LABELS, cpu)],
         )?;
     }
-    if let Some(fds) = figures.open_fds {
-        gauge_family(
-            out,
+    let gauges = [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            figures.resident_bytes.map(|b| b as f64),
+        ),
+        (
             "process_open_fds",
             "Open file descriptors.",
-            [(NO_LABELS, fds)],
-        )?;
-    }
-    if let Some(threads) = figures.threads {
-        gauge_family(
-            out,
+            figures.open_fds.map(|n| n as f64),
+        ),
+        (
             "process_threads",
             "OS threads.",
-            [(NO_LABELS, threads)],
-        )?;
-    }
-    if let Some(start) = figures.start_time_seconds {
-        gauge_family(
-            out,
+            figures.threads.map(|n| n as f64),
+        ),
+        (
             "process_start_time_seconds",
             "Start time of the process since the Unix epoch, in seconds.",
-            [(NO_LABELS, start)],
-        )?;
+            figures.start_time_seconds,
+        ),
+    ];
+    // A figure this platform cannot tell is left out, not reported as 0.
+    for (name, help, value) in gauges {
+        if let Some(value) = value {
+            gauge_family(out, name, help, [(NO_LABELS, value)])?;
+        }
     }
     Ok(())
 }
