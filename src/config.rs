@@ -183,7 +183,7 @@ pub struct SseConfig {
     pub heartbeat: Option<Duration>,
 }
 
-/// Validated now; used by overload shedding (issue #7).
+/// `[pressure]`: overload shedding ([`crate::pressure`]).
 #[derive(Debug, Clone)]
 pub struct PressureConfig {
     /// `UNDER_PRESSURE_MAX_EVENT_LOOP_DELAY_MS`. Default is 1 second; 0 turns it off.

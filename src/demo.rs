@@ -113,6 +113,8 @@ path = "/legacy"
 service = "fast"
 strip_prefix = true
 rewrite = { pattern = "^/v1/(.*)$", replace = "/v2/$1" }
+# Answers kept for 10 s: the second request within that says x-cache: HIT.
+cache = { ttl = "10s" }
 "#;
 
 fn print_banner(addr: SocketAddr) {
@@ -125,7 +127,7 @@ fn print_banner(addr: SocketAddr) {
          try:\n  \
          curl {base}/api/fast/hello?name=sluice          # proxied to the fast service\n  \
          curl {base}/users/42                             # a config route (prefix /users)\n  \
-         curl {base}/legacy/v1/items                      # strip_prefix + rewrite → /v2/items\n  \
+         curl -i {base}/legacy/v1/items                   # strip_prefix + rewrite → /v2/items, cached 10 s (x-cache)\n  \
          curl {base}/api/slow/report?ms=500               # a slow upstream\n  \
          curl -i {base}/api/flaky/fail                    # an upstream error, passed through\n  \
          curl -X POST {base}/api/flaky/toggle             # break (or mend) one of flaky's two endpoints\n  \
