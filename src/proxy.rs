@@ -367,7 +367,6 @@ async fn serve_route(
     if let Some(identity) = &identity {
         rt.auth.apply(identity, &mut upstream_headers);
     }
-    let traceparent = headers::traceparent(&upstream_headers);
     headers::set_forwarded(
         &mut upstream_headers,
         &Forwarded {
@@ -378,6 +377,52 @@ async fn serve_route(
             port: &conn.port_header,
         },
     );
+    // A token that came in the query goes no further than the gateway.
+    let stripped_query = (token_query
+        && request_uri
+            .query()
+            .is_some_and(|q| q.contains(ACCESS_TOKEN_PARAM)))
+    .then(|| without_query_param(request_uri.query(), ACCESS_TOKEN_PARAM));
+    let query = match &stripped_query {
+        Some(stripped) => stripped.as_deref(),
+        None => request_uri.query(),
+    };
+    // The response cache, asked with the request as the upstream will get it: a hit is
+    // answered here; a miss goes on and may fill it.
+    let mut cache_ticket = None;
+    let mut x_cache = None;
+    // Asked before the per-request headers (request id, trace) are set: a hit needs none.
+    let cacheable = (&rt.cache, &policy.cache, client_upgrade.is_none());
+    if let (Some(cache), Some(cache_policy), true) = cacheable {
+        let lookup = if has_body {
+            // A GET with a body is not the plain read the cache is for.
+            Lookup::Bypass
+        } else {
+            let request = CacheRequest {
+                method: &parts.method,
+                scheme: if conn.tls { "https" } else { "http" },
+                authority: &cache_authority,
+                path,
+                query,
+                headers: &upstream_headers,
+                identified: identity.is_some(),
+            };
+            // Boxed, for the same reason: the wait on another fill is large and rare.
+            Box::pin(cache.lookup(cache_policy, &request, policy.response_timeout)).await
+        };
+        match lookup {
+            Lookup::Hit(entry) => {
+                policy.stats.cache.count(Outcome::Hit);
+                return finish(entry.response(&parts.method), exchange);
+            }
+            Lookup::Miss(ticket) => {
+                x_cache = Some(Outcome::Miss);
+                cache_ticket = Some(ticket);
+            }
+            Lookup::Bypass => x_cache = Some(Outcome::Bypass),
+        }
+    }
+    let traceparent = headers::traceparent(&upstream_headers);
     upstream_headers.insert(X_REQUEST_ID, exchange.request_id.clone());
     upstream_headers.insert(headers::TRACEPARENT, traceparent);
     match (policy.preserve_host, client_host) {
@@ -435,49 +480,6 @@ async fn serve_route(
         // The client's own Transfer-Encoding went with the hop-by-hop headers. Say it again:
         // without it hyper would send a GET or HEAD with no body at all.
         upstream_headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-    }
-    // A token that came in the query goes no further than the gateway.
-    let stripped_query = (token_query
-        && request_uri
-            .query()
-            .is_some_and(|q| q.contains(ACCESS_TOKEN_PARAM)))
-    .then(|| without_query_param(request_uri.query(), ACCESS_TOKEN_PARAM));
-    let query = match &stripped_query {
-        Some(stripped) => stripped.as_deref(),
-        None => request_uri.query(),
-    };
-    // The response cache, asked with the request as the upstream will get it: a hit is
-    // answered here; a miss goes on and may fill it.
-    let mut cache_ticket = None;
-    let mut x_cache = None;
-    if let (Some(cache), Some(cache_policy)) = (&rt.cache, &policy.cache) {
-        let lookup = if has_body {
-            // A GET with a body is not the plain read the cache is for.
-            Lookup::Bypass
-        } else {
-            let request = CacheRequest {
-                method: &parts.method,
-                scheme: if conn.tls { "https" } else { "http" },
-                authority: &cache_authority,
-                path,
-                query,
-                headers: &upstream_headers,
-                identified: identity.is_some(),
-            };
-            // Boxed, for the same reason: the wait on another fill is large and rare.
-            Box::pin(cache.lookup(cache_policy, &request, policy.response_timeout)).await
-        };
-        match lookup {
-            Lookup::Hit(entry) => {
-                policy.stats.cache.count(Outcome::Hit);
-                return finish(entry.response(&parts.method), exchange);
-            }
-            Lookup::Miss(ticket) => {
-                x_cache = Some(Outcome::Miss);
-                cache_ticket = Some(ticket);
-            }
-            Lookup::Bypass => x_cache = Some(Outcome::Bypass),
-        }
     }
     let outgoing = Outgoing {
         method: parts.method,

@@ -62,8 +62,15 @@ pub fn storable_for(
     if !statuses.contains(&status) || headers.contains_key(SET_COOKIE) {
         return None;
     }
-    // `Vary: *`: every request differs.
-    vary_names(headers)?;
+    // `Vary: *`, or on a header that differs on every request (the gateway's request id or
+    // trace): no request would ever match.
+    let names = vary_names(headers)?;
+    if names
+        .iter()
+        .any(|n| n == "x-request-id" || n == "traceparent")
+    {
+        return None;
+    }
     let is_event_stream = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -285,6 +292,8 @@ mod tests {
             &[("set-cookie", "a=b")],
             &[("vary", "*")],
             &[("vary", "accept, *")],
+            &[("vary", "Traceparent")],
+            &[("vary", "accept, x-request-id")],
             &[("content-type", "text/event-stream; charset=utf-8")],
         ] {
             assert_eq!(ttl(200, pairs), None, "{pairs:?}");
