@@ -512,16 +512,8 @@ async fn serve_route(
     let (mut parts, upstream_body) = response.into_parts();
     // Judged on the upstream's own headers (before route edits, which may not make a private
     // answer shareable), while its framing is still there to see.
-    let mut fill = cache_ticket.and_then(|ticket| {
-        let delimited = parts.version == Version::HTTP_2
-            || parts.headers.contains_key(http::header::CONTENT_LENGTH)
-            || parts
-                .headers
-                .get(TRANSFER_ENCODING)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        ticket.start(parts.status, &parts.headers, delimited)
-    });
+    let mut fill =
+        cache_ticket.and_then(|ticket| ticket.start(parts.status, parts.version, &parts.headers));
     headers::remove_hop_by_hop(&mut parts.headers);
     let event_stream = sse::is_event_stream(&parts.headers);
     // Events are counted (and heartbeats sent) only where the bytes are the lines, not in a

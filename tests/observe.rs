@@ -485,6 +485,12 @@ async fn stats_report_ten_requests_a_second_under_a_steady_ten() {
     assert!(stats["totals"]["p99Ms"].as_f64().unwrap() > 0.0);
 }
 
+async fn pressure_state(gw: &TestGateway) -> Value {
+    let response = client().get(gw.url("/_pressure")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn the_in_flight_cap_sheds_excess_requests_but_not_the_probes() {
     let up = Upstream::start(|_| Reply::ok("slow").delay(Duration::from_millis(800))).await;
@@ -503,14 +509,7 @@ async fn the_in_flight_cap_sheds_excess_requests_but_not_the_probes() {
     // While the two admitted requests wait on the slow upstream: the probes answer.
     let health = client().get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let pressure: Value = client()
-        .get(gw.url("/_pressure"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pressure = pressure_state(&gw).await;
     assert_eq!(pressure["overloaded"], true, "{pressure}");
     assert_eq!(pressure["reasons"], serde_json::json!(["in_flight"]));
     assert_eq!(pressure["inFlight"], 2);
@@ -528,14 +527,7 @@ async fn the_in_flight_cap_sheds_excess_requests_but_not_the_probes() {
     }
     assert_eq!(ok, 2);
     assert_eq!(up.count(), 2, "shed requests never reach the upstream");
-    let pressure: Value = client()
-        .get(gw.url("/_pressure"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pressure = pressure_state(&gw).await;
     assert_eq!(pressure["shedTotal"]["inFlight"], 4);
     assert_eq!(pressure["inFlight"], 0);
     assert_eq!(pressure["overloaded"], false);

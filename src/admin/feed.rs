@@ -17,8 +17,9 @@ use http::{HeaderValue, Response};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::stats::{quantile, round2, totals};
+use super::stats::{quantile, totals};
 use crate::observe::metrics::epoch_ms;
+use crate::observe::round2;
 use crate::observe::series::SERIES_SECONDS;
 use crate::proxy::body::GatewayBody;
 use crate::runtime::Runtime;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::observe::metrics::epoch_ms;
-pub use crate::observe::round2;
+use crate::observe::round2;
 use crate::observe::series::Summary;
 use crate::runtime::Runtime;
 use crate::upstream::breaker::State;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -106,16 +106,22 @@ impl FillTicket {
         }
     }
 
-    /// The response head arrived, `upstream_headers` as the upstream sent them: a [`Fill`]
-    /// when it may be stored, `None` otherwise (the ticket is spent and waiters are
-    /// released). `delimited`: the body's end is marked (a length, chunked, HTTP/2), so a
-    /// connection cut short cannot pass for a whole body.
+    /// The response head arrived, `upstream_headers` as the upstream sent them (hop-by-hop
+    /// ones included): a [`Fill`] when it may be stored, `None` otherwise (the ticket is
+    /// spent and waiters are released). Only a body whose end is marked (a length, chunked,
+    /// HTTP/2) is kept, so a connection cut short cannot pass for a whole body.
     pub fn start(
         self,
         status: StatusCode,
+        version: Version,
         upstream_headers: &HeaderMap,
-        delimited: bool,
     ) -> Option<Fill> {
+        let delimited = version == Version::HTTP_2
+            || upstream_headers.contains_key(http::header::CONTENT_LENGTH)
+            || upstream_headers
+                .get(http::header::TRANSFER_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         if !delimited && !self.head {
             return None;
         }
