@@ -469,6 +469,11 @@ impl LogLevel {
             LogLevel::Silent => "off",
         }
     }
+
+    /// Whether info lines (the access log's) are written at this level.
+    pub fn shows_info(self) -> bool {
+        matches!(self, LogLevel::Info | LogLevel::Debug | LogLevel::Trace)
+    }
 }
 
 // === impl Environment ===

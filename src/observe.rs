@@ -1,7 +1,7 @@
 //! Logging and the per-request record behind the access log.
 //!
-//! Logs are JSON lines on stdout through a non-blocking writer (a slow terminal or pipe never
-//! stalls a request). An [`Exchange`] is created once a request is routed (or refused) and is
+//! Logs are JSON lines on stdout, written in batches by [`log_buffer`]'s thread (a slow
+//! terminal or pipe never stalls a request). An [`Exchange`] is created once a request is routed (or refused) and is
 //! shared by the request and response bodies; when the last of them is dropped — the response
 //! fully sent, or the client gone — it writes the access log line with the true byte counts
 //! and duration, records the request's figures ([`metrics`], [`route_stats`]), and tells
@@ -10,21 +10,24 @@
 //! [`process`] reads the process's own resource use.
 
 pub mod latency;
+pub mod log_buffer;
 pub mod metrics;
 pub mod process;
 pub mod prometheus;
 pub mod route_stats;
 pub mod series;
 
+use std::cell::RefCell;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
 use tokio::sync::Notify;
 
 use http::{HeaderValue, Method, Uri};
 use tokio::time::Instant;
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogLevel;
@@ -39,8 +42,8 @@ pub fn round2(x: f64) -> f64 {
 }
 
 /// Installs the JSON subscriber. Keep the guard alive until exit: dropping it flushes the log.
-pub fn init_logging(level: LogLevel) -> Result<WorkerGuard, String> {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+pub fn init_logging(level: LogLevel) -> Result<log_buffer::FlushOnDrop, String> {
+    let guard = log_buffer::start()?;
     let filter = EnvFilter::try_new(format!(
         "{level},hyper=warn,h2=warn,rustls=warn",
         level = level.as_filter()
@@ -52,7 +55,7 @@ pub fn init_logging(level: LogLevel) -> Result<WorkerGuard, String> {
         .with_current_span(false)
         .with_span_list(false)
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(|| log_buffer::LogLines)
         .try_init()
         .map_err(|e| format!("cannot install logger: {e}"))?;
     Ok(guard)
@@ -251,24 +254,57 @@ impl Drop for Exchange {
                 request_id: &self.request_id,
             });
         }
-        if !self.access_log {
+        if self.access_log {
+            self.write_access_line(status, elapsed, completed);
+        }
+    }
+}
+
+thread_local! {
+    /// Each worker thread's access line, reused so a line costs no allocation.
+    static ACCESS_LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+impl Exchange {
+    /// The access log line: the shape tracing's JSON formatter gives other lines (timestamp,
+    /// level, the fields, target `access`), written by hand because formatting it through
+    /// tracing cost more than the rest of the request's bookkeeping together.
+    fn write_access_line(&self, status: u16, elapsed: Duration, completed: bool) {
+        if !log_buffer::is_started() {
             return;
         }
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        tracing::info!(
-            target: "access",
-            request_id = self.request_id.to_str().unwrap_or_default(),
-            method = %self.method,
-            path = self.uri.path(),
-            client = %self.client,
-            route = &*self.stats.label,
-            service = self.stats.service.as_deref().unwrap_or("-"),
-            upstream = self.upstream.get().map(|u| &**u).unwrap_or("-"),
-            status,
-            duration_ms = (duration_ms * 1000.0).round() / 1000.0,
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
-            bytes_out = self.bytes_out.load(Ordering::Relaxed),
-            completed,
-        );
+        ACCESS_LINE.with_borrow_mut(|line| {
+            line.clear();
+            // Writing into a Vec cannot fail; JSON strings go through serde_json's escaping.
+            let text = |line: &mut Vec<u8>, value: &str| {
+                let _ = serde_json::to_writer(&mut *line, value);
+            };
+            let _ = write!(
+                line,
+                "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"request_id\":",
+                humantime::format_rfc3339_micros(SystemTime::now())
+            );
+            text(line, self.request_id.to_str().unwrap_or_default());
+            line.extend_from_slice(b",\"method\":");
+            text(line, self.method.as_str());
+            line.extend_from_slice(b",\"path\":");
+            text(line, self.uri.path());
+            let _ = write!(line, ",\"client\":\"{}\",\"route\":", self.client);
+            text(line, &self.stats.label);
+            line.extend_from_slice(b",\"service\":");
+            text(line, self.stats.service.as_deref().unwrap_or("-"));
+            line.extend_from_slice(b",\"upstream\":");
+            text(line, self.upstream.get().map(|u| &**u).unwrap_or("-"));
+            let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1000.0;
+            let _ = write!(line, ",\"status\":{status},\"duration_ms\":");
+            let _ = serde_json::to_writer(&mut *line, &duration_ms);
+            let _ = writeln!(
+                line,
+                ",\"bytes_in\":{},\"bytes_out\":{},\"completed\":{completed},\"target\":\"access\"}}",
+                self.bytes_in.load(Ordering::Relaxed),
+                self.bytes_out.load(Ordering::Relaxed),
+            );
+            log_buffer::append(line);
+        });
     }
 }

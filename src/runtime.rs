@@ -62,7 +62,7 @@ impl Runtime {
             services,
             auth: Auth::new(&config.auth)?,
             limiter: Limiter::new(&config.rate_limit)?,
-            access_log: config.log.access_log && config.log.level.as_filter() != "off",
+            access_log: config.log.access_log && config.log.level.shows_info(),
             max_request_body: config.server.max_request_body,
             max_header_bytes: config.server.max_header_bytes,
             trusted_proxies: config.server.trusted_proxies.clone(),

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::support::process::{gateway_command, sluice, start, workdir};
 use crate::support::{closed_port, Upstream};
@@ -197,6 +198,58 @@ async fn access_log_lines_carry_the_request_id_and_the_outcome() {
     assert_eq!(entry["bytes_in"], 5);
     assert_eq!(entry["bytes_out"], 16);
     assert!(entry["duration_ms"].as_f64().is_some());
+}
+
+#[tokio::test]
+async fn a_stdout_nobody_reads_drops_log_lines_and_never_stalls_requests() {
+    let port = closed_port();
+    let mut command = gateway_command(port);
+    command.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = start(command, port).await;
+    // 4 MiB of lines may wait in memory and 64 KiB in the pipe: 16,000 access lines of about
+    // 450 bytes are more than both hold, so some must be dropped while nobody reads.
+    let url = format!("http://127.0.0.1:{port}/{}", "x".repeat(200));
+    let client = crate::support::client();
+    let senders: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                for _ in 0..1000 {
+                    let response = client.get(&url).send().await.unwrap();
+                    assert_eq!(response.status(), 404);
+                }
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        for sender in senders {
+            sender.await.unwrap();
+        }
+    })
+    .await
+    .expect("requests stalled behind a full stdout");
+    // Once stdout is read again, a warning says how many lines were lost.
+    let stdout = child.0.stdout.take().unwrap();
+    let warning = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("log lines dropped"))
+    })
+    .await
+    .unwrap()
+    .expect("a warning about the dropped lines");
+    let entry: serde_json::Value = serde_json::from_str(&warning).unwrap();
+    assert_eq!(entry["level"], "WARN");
+    let dropped: u64 = entry["message"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..16_000).contains(&dropped), "{warning}");
 }
 
 #[tokio::test]
