@@ -4,7 +4,8 @@
 // pooled keep-alive connections to the upstream (@fastify/reply-from's undici agent), no logger.
 //
 //   node gateway.js PORT [UPSTREAM]      UPSTREAM defaults to $UPSTREAM, e.g. http://127.0.0.1:8080
-//   env: HOST (127.0.0.1), PREFIX (/api/bench)
+//   env: HOST (127.0.0.1), PREFIX (/api/bench), WEBSOCKET (1: pass WebSocket upgrades too),
+//        UPSTREAM_CONNECTIONS (128)
 
 const fastify = require('fastify')
 const proxy = require('@fastify/http-proxy')
@@ -24,7 +25,12 @@ const app = fastify({ logger: false })
 app.register(proxy, {
   upstream,
   prefix, // stripped: /api/bench/hello is forwarded as /hello
-  http2: false
+  http2: false,
+  // WEBSOCKET=1 (bench/run's stream runs) passes WebSocket upgrades through as well.
+  websocket: process.env.WEBSOCKET === '1',
+  // At most this many upstream connections (reply-from's default, 128, unless
+  // UPSTREAM_CONNECTIONS says otherwise): each open event stream holds one.
+  undici: { connections: Number(process.env.UPSTREAM_CONNECTIONS) || 128 }
 })
 
 app.get('/healthz', async () => 'ok\n')

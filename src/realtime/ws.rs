@@ -64,7 +64,7 @@ impl Settings {
         let max_buffered = usize::try_from(config.max_buffered_bytes).unwrap_or(usize::MAX);
         // Small buffers: an idle bridge should cost little. tungstenite keeps its read buffer
         // for the life of the socket and reads at most that much per call: 1 KiB per side
-        // (measured by bench/ws-idle: 4 KiB cost 6 KiB more per bridge) at the price of more
+        // (measured by bench/run's ws phase: 4 KiB cost 6 KiB more per bridge) at the price of more
         // reads for large messages. Writes go out eagerly (nothing is held back to batch), and
         // the write buffer may hold one message beyond the cap.
         let frames = WebSocketConfig::default()
