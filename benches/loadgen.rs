@@ -12,7 +12,8 @@
 //!   timer fires up to a millisecond late, and that lateness is the generator's, not the
 //!   server's (at sub-millisecond proxy latencies it would otherwise be most of the figure).
 //!   The warm-up runs a schedule of its own and the recorded one starts afresh after it.
-//!   Non-2xx answers, transport errors and answers still missing 5 s after the end are errors.
+//!   Non-2xx answers, transport errors and answers still missing 5 s after the end are errors;
+//!   requests due but never sent because the connection was still behind are `unsent`.
 //! - `ws-upstream` is a WebSocket echo server (RFC 6455 handshake done by hand over hyper's
 //!   upgrade, small tungstenite buffers) that also answers plain GETs with `200 ok`, so the
 //!   proxies' readiness checks pass.
@@ -192,6 +193,10 @@ fn small_buffers() -> WebSocketConfig {
 struct Tally {
     latencies_us: Vec<u32>,
     errors: u64,
+    /// Requests due in the recorded window but never sent: the connection was still behind
+    /// when the window closed. A system that cannot keep up shows here (and in
+    /// `achieved_rps`), since those would have been its slowest answers.
+    unsent: u64,
 }
 
 async fn open_loop(args: OpenLoop) -> Result<(), String> {
@@ -234,6 +239,7 @@ async fn open_loop(args: OpenLoop) -> Result<(), String> {
         let tally = task.await.unwrap();
         all.latencies_us.extend(tally.latencies_us);
         all.errors += tally.errors;
+        all.unsent += tally.unsent;
     }
     let mut lat = all.latencies_us;
     lat.sort_unstable();
@@ -241,6 +247,7 @@ async fn open_loop(args: OpenLoop) -> Result<(), String> {
     println!("achieved_rps\t{:.1}", lat.len() as f64 / secs);
     println!("requests\t{}", lat.len() as u64 + all.errors);
     println!("errors\t{}", all.errors);
+    println!("unsent\t{}", all.unsent);
     for (key, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
         println!("{key}_us\t{}", quantile(&lat, q));
     }
@@ -260,7 +267,8 @@ struct Window {
     /// The warm-up's schedule starts here; nothing before `recorded_from` is recorded.
     start: TokioInstant,
     /// The recorded schedule starts here, afresh: a connection still behind with warm-up
-    /// requests drops them, so an overload during the warm-up does not spill into the figures.
+    /// requests drops them (though one still in flight delays the first recorded request,
+    /// which is then timed from its due time).
     recorded_from: TokioInstant,
     /// No request is sent from here on; the one in flight gets 5 s more.
     end: TokioInstant,
@@ -281,7 +289,16 @@ async fn connection(target: Arc<Target>, phase: Duration, gap: Duration, w: Wind
     ] {
         for i in 0u32.. {
             let due = from + phase + gap * i;
-            if due >= until || TokioInstant::now() >= until {
+            if due >= until {
+                break;
+            }
+            let now = TokioInstant::now();
+            if now >= until {
+                if recorded {
+                    // Slots i, i+1, … that fall before `until`: due, never sent.
+                    let left = (until - due).as_secs_f64() / gap.as_secs_f64();
+                    tally.unsent += left.ceil() as u64;
+                }
                 break;
             }
             if due > TokioInstant::now() {

@@ -18,10 +18,11 @@ start_proxy() {
   # The readiness probe speaks what the listener speaks (wait_ready and the check below).
   CURL_PROTO=()
   [[ $mode == h2 ]] && CURL_PROTO=(--http2-prior-knowledge)
-  # A stream-mode upstream (bench/loadgen's) answers with a WebSocket or an endless event
-  # stream: wait for the port then, not for a 2xx.
+  # A stream-mode upstream (bench/loadgen's) may not be listening yet, or answers with an
+  # endless event stream: wait for the route then (any answer but 404; Traefik listens before
+  # its routes are loaded), not for a 2xx.
   local ready_url="$PROXY_URL"
-  [[ $mode == stream ]] && ready_url="tcp:$port"
+  [[ $mode == stream ]] && ready_url="route:$PROXY_URL"
   case "$system" in
     nginx | nginx-cache)
       local cache_zone="" cache_use=""
@@ -178,8 +179,13 @@ EOF
       # would end an event stream.
       local dir="$TMP/envoy" codec="HTTP1" upgrades="" route_timeout=""
       [[ $mode != http1 ]] && codec="AUTO"
+      # Its circuit breakers (1,024 connections and requests by default) are raised to the
+      # connection room the others get: each bridged WebSocket holds an upstream connection.
+      local breakers=""
       [[ $mode == stream ]] && upgrades="
-          upgrade_configs: [{ upgrade_type: websocket }]" && route_timeout=", timeout: 0s"
+          upgrade_configs: [{ upgrade_type: websocket }]" && route_timeout=", timeout: 0s" && breakers="
+    circuit_breakers:
+      thresholds: [{ max_connections: $STREAM_CONNECTIONS, max_pending_requests: $STREAM_CONNECTIONS, max_requests: $STREAM_CONNECTIONS }]"
       mkdir -p "$dir"
       cat >"$dir/envoy.yaml" <<EOF
 static_resources:
@@ -208,7 +214,7 @@ static_resources:
   clusters:
   - name: bench_upstream
     type: STATIC
-    connect_timeout: 5s
+    connect_timeout: 5s$breakers
     load_assignment:
       cluster_name: bench_upstream
       endpoints:
@@ -226,7 +232,10 @@ EOF
       # GOMAXPROCS=1; file provider, one router with a stripPrefix middleware; access log off
       # (Traefik's default), log level ERROR; upstream keep-alive is Go's http.Transport pool
       # (Traefik's default maxIdleConnsPerHost: 200). Sets X-Forwarded-For/Proto/Host by default.
-      local dir="$TMP/traefik"
+      # Stream mode turns the entry point's read and idle timeouts off (60 s and 180 s by
+      # default), as the others get long ones.
+      local dir="$TMP/traefik" timeouts=""
+      [[ $mode == stream ]] && timeouts=", respondingTimeouts: { readTimeout: 0s, writeTimeout: 0s, idleTimeout: 0s }"
       mkdir -p "$dir"
       cat >"$dir/traefik.yml" <<EOF
 global: { checkNewVersion: false, sendAnonymousUsage: false }
@@ -234,7 +243,7 @@ log: { level: ERROR }
 entryPoints:
   web:
     address: "127.0.0.1:$port"
-    transport: { lifeCycle: { graceTimeOut: 1s } }
+    transport: { lifeCycle: { graceTimeOut: 1s }$timeouts }
 providers:
   file: { filename: "$dir/dynamic.yml", watch: false }
 EOF

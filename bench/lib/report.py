@@ -168,14 +168,15 @@ L.append("")
 if rows:
     L.append("## Results")
     L.append("")
-    L.append("| system | req/s median (min–max) | p50 | p99 | CPU µs/req | RSS MiB | req/s vs nginx | CPU/req vs nginx |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("| system | req/s median (min–max) | p50 | p99 | CPU µs/req | RSS MiB | req/s vs nginx | CPU/req vs nginx | p99 vs nginx |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for s in systems:
         m = summary[s]
-        L.append("| %s | %.0f (%.0f–%.0f) | %s | %s | %.1f | %.1f | %.2f× | %.2f× |" % (
+        L.append("| %s | %.0f (%.0f–%.0f) | %s | %s | %.1f | %.1f | %.2f× | %.2f× | %.2f× |" % (
             s, m["rps"], m["rps_min"], m["rps_max"], ms(m["p50"]), ms(m["p99"]), m["cpu"], m["rss"],
             m["rps"] / base["rps"] if base["rps"] else float("nan"),
-            m["cpu"] / base["cpu"] if base["cpu"] else float("nan")))
+            m["cpu"] / base["cpu"] if base["cpu"] else float("nan"),
+            m["p99"] / base["p99"] if base.get("p99") else float("nan")))
     L.append("")
     if "sluice" in summary and ("envoy" in summary or "fastify" in summary):
         sl = summary["sluice"]
@@ -283,27 +284,30 @@ if open_rows:
     order = [s for s in systems if s in per]
     o = {s: {k: med([d[k] for d in per[s]]) for k in ("achieved_rps", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")} for s in order}
     errors = {s: int(sum(d["errors"] for d in per[s])) for s in order}
+    unsent = {s: int(sum(d.get("unsent", 0) for d in per[s])) for s in order}
     L.append("## Latency at half of nginx's maximum (open loop)")
     L.append("")
     L.append(
-        "`bench/loadgen open-loop` (benches/loadgen.rs) on core 0 sends %s req/s — half of nginx's median "
-        "requests/s in the table above — over %s keep-alive connections for %s s after a 1 s warm-up, on a fixed "
-        "schedule whether or not answers have come back. Each request's latency runs from when it was due, not "
-        "from when it could be sent, so a proxy that stalls or cannot keep up shows the queue it builds (wrk, "
-        "closed-loop, would slow down with it instead). Same proxies and configurations as above, started fresh, "
+        "`bench/loadgen open-loop` (benches/loadgen.rs) on core 0 sends %s req/s (%s) over %s keep-alive connections for %s s after a 1 s warm-up, on a fixed "
+        "schedule whether or not answers have come back. A request due while its connection still waits for an "
+        "earlier answer is timed from when it was due, so a proxy that stalls or cannot keep up shows the queue it "
+        "builds (wrk, closed-loop, would slow down with it instead); one sent on time is timed from its send (the "
+        "generator's timer fires up to 1 ms late, which is not the proxy's doing). Same proxies and configurations as above, started fresh, "
         "interleaved in %s round(s); medians across rounds; errors summed (non-2xx, failed connections, and "
-        "requests still unanswered at the end). A system whose achieved rate is below the target could not keep up: "
-        "its latencies are the queue it built."
-        % (E.get("R_OPEN_RATE", "?"), E["R_CONN"], E.get("R_OPEN_SECS", "?"), E["R_ROUNDS"]))
+        "requests still unanswered 5 s after the end). A system whose achieved rate is below the target could not keep up: "
+        "its latencies are the queue it built, and \"unsent\" counts the requests that fell due but were never sent "
+        "because its connections were still behind when the window closed (its slowest answers, left out of the percentiles)."
+        % (E.get("R_OPEN_RATE", "?"), E.get("R_OPEN_RATE_SOURCE", "?"), E["R_CONN"], E.get("R_OPEN_SECS", "?"), E["R_ROUNDS"]))
     L.append("")
-    L.append("| system | achieved req/s | p50 | p90 | p99 | p99.9 | max | errors | p99 vs nginx |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
+    L.append("| system | achieved req/s | p50 | p90 | p99 | p99.9 | max | errors | unsent | p50 vs nginx | p99 vs nginx |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
     nb = o.get("nginx", {}).get("p99_us", 0)
+    nb50 = o.get("nginx", {}).get("p50_us", 0)
     for s in order:
         m = o[s]
-        L.append("| %s | %.0f | %s | %s | %s | %s | %s | %d | %.2f× |" % (
+        L.append("| %s | %.0f | %s | %s | %s | %s | %s | %d | %d | %.2f× | %.2f× |" % (
             s, m["achieved_rps"], us(m["p50_us"]), us(m["p90_us"]), us(m["p99_us"]), us(m["p999_us"]),
-            us(m["max_us"]), errors[s], ratio(m["p99_us"], nb)))
+            us(m["max_us"]), errors[s], unsent[s], ratio(m["p50_us"], nb50), ratio(m["p99_us"], nb)))
     L.append("")
     if "sluice" in o and nb:
         L.append("sluice's p99 at half load is %.2f× nginx's (target ≤ 1×)%s." % (
@@ -345,7 +349,8 @@ if h2_rows:
     L.append("## HTTP/2 (h2load)")
     L.append("")
     L.append(
-        "`h2load -c 16 -m 10 -t 1 -D %s` on core 0 (after a %s warm-up run): 16 connections, 10 concurrent streams each, "
+        "`h2load -c 16 -m 4 -t 1 -D %s` on core 0 (after a %s warm-up run): 16 connections, 4 concurrent streams each "
+        "(64 requests in flight, as wrk's 64 connections, so no proxy needs more than its 64 idle upstream connections), "
         "HTTP/2 over cleartext by prior knowledge, the same `GET /api/bench/hello` with the bearer token; the "
         "proxies forward over HTTP/1.1 keep-alive as above. Listeners: nginx `listen … http2`, HAProxy "
         "`bind … proto h2`, Envoy `codec_type: AUTO`, Caddy `protocols h1 h2 h2c`, Traefik and sluice as they "
@@ -371,59 +376,83 @@ if ws_rows:
     L.append(
         "Each proxy started fresh in front of `bench/loadgen ws-upstream` (an echo server, core 0), with WebSocket "
         "upgrades passed (nginx `Upgrade`/`Connection` headers and `proxy_read_timeout 1h`, HAProxy `timeout tunnel "
-        "1h`, Envoy `upgrade_configs: websocket`, the Fastify gateway's `websocket: true`; sluice, Traefik and Caddy "
-        "as they are) and room for as many connections as the file-descriptor limit allows (at most 30,000); `bench/loadgen ws-idle` opens %s WebSockets through "
-        "`/api/bench/ws`, sends one small message on each and waits for its echo, then leaves them idle. RSS of all "
-        "the proxy's processes 1 s after start and 3 s after the last echo; the difference over the count is what "
-        "an idle bridge costs. The count is what the file-descriptor limit here allows (hard limit %s, two sockets "
-        "per bridge in the proxy); the last column scales it to 10,000. Target (issue #4): sluice at most 40 MiB "
-        "per 10,000." % (E.get("R_WS_CONN", "?"), E.get("R_FD_LIMIT", "?")))
+        "1h`, Envoy `upgrade_configs: websocket` and its circuit breakers raised, Traefik's entry-point timeouts off, "
+        "the Fastify gateway's `websocket: true`; sluice and Caddy as they are) and room for as many connections as "
+        "the file-descriptor limit allows; `bench/loadgen ws-idle` opens %s WebSockets through `/api/bench/ws`, "
+        "sends one small message on each and waits for its echo, then leaves them idle. RSS of all the proxy's "
+        "processes 1 s after start and 3 s after the last echo; the difference over the count is what an idle "
+        "bridge costs. The count is what the file-descriptor limit here allows (hard limit %s, two sockets per "
+        "bridge in the proxy); the per-10,000 column scales it. %s round(s), a fresh process each time; medians "
+        "(min–max). Target (issue #4): sluice at most 40 MiB per 10,000."
+        % (E.get("R_WS_CONN", "?"), E.get("R_FD_LIMIT", "?"), E["R_ROUNDS"]))
     L.append("")
-    L.append("| system | open | failed | RSS before | RSS after | per connection | per 10,000 | vs nginx |")
+    L.append("| system | open | failed | RSS before | RSS after | per connection | per 10,000 median (min–max) | vs nginx |")
     L.append("|---|---|---|---|---|---|---|---|")
-    per10k = {}
+    per = {}
     for r in ws_rows:
         opened, before, after = int(num(r["opened"]) or 0), int(r["rss_before_kib"]), int(r["rss_after_kib"])
         per_conn = (after - before) * 1024 / opened if opened else float("nan")
-        per10k[r["system"]] = per_conn * 10000 / 1048576
-    for r in ws_rows:
-        s = r["system"]
-        L.append("| %s | %s | %s | %.1f MiB | %.1f MiB | %.0f bytes | %.1f MiB | %.2f× |" % (
-            s, r["opened"], r["failed"], int(r["rss_before_kib"]) / 1024, int(r["rss_after_kib"]) / 1024,
-            per10k[s] * 1048576 / 10000, per10k[s], ratio(per10k[s], per10k.get("nginx", 0))))
-        if int(num(r["failed"]) or 0):
-            warnings.append("ws: %s WebSockets failed through %s" % (r["failed"], s))
+        per.setdefault(r["system"], []).append(dict(
+            opened=opened, failed=int(num(r["failed"]) or 0), before=before / 1024, after=after / 1024,
+            per_conn=per_conn, per10k=per_conn * 10000 / 1048576))
+    order = [s for s in systems if s in per]
+    wm = {s: {k: med([d[k] for d in per[s]]) for k in ("opened", "before", "after", "per_conn", "per10k")} for s in order}
+    for s in order:
+        m, failed = wm[s], sum(d["failed"] for d in per[s])
+        L.append("| %s | %.0f | %d | %.1f MiB | %.1f MiB | %.0f bytes | %.1f MiB (%.1f–%.1f) | %.2f× |" % (
+            s, m["opened"], failed, m["before"], m["after"], m["per_conn"], m["per10k"],
+            min(d["per10k"] for d in per[s]), max(d["per10k"] for d in per[s]),
+            ratio(m["per10k"], wm.get("nginx", {}).get("per10k", 0))))
+        if failed:
+            warnings.append("ws: %d WebSockets failed through %s" % (failed, s))
     L.append("")
 
 sse_rows = tsv(E.get("R_SSE"))
 if sse_rows:
-    res = {r["system"]: kv(r["out"]) for r in sse_rows}
-    base_p99 = num(res.get("direct", {}).get("p99_us"))
-    nginx_cpu = num(res.get("nginx", {}).get("cpu_us_per_event"))
+    runs = {}
+    for r in sse_rows:
+        d = {k: num(v) for k, v in kv(r["out"]).items()}
+        runs.setdefault(int(r["round"]), {})[r["system"]] = d
+    per = {}
+    for rnd, by_system in runs.items():
+        direct_p99 = by_system.get("direct", {}).get("p99_us", float("nan"))
+        for system, d in by_system.items():
+            d["added_p99_us"] = max(d.get("p99_us", float("nan")) - direct_p99, 0) if system != "direct" else float("nan")
+            per.setdefault(system, []).append(d)
+    order = [s for s in ["direct"] + systems if s in per]
+    keys = ("streams_connected", "events", "p50_us", "p99_us", "added_p99_us", "cpu_us_per_event")
+    sm = {s: {k: med([d.get(k, float("nan")) for d in per[s]]) for k in keys} for s in order}
+    nginx_sse = sm.get("nginx", {})
     L.append("## SSE fan-out (%s streams × 10 events/s)" % E.get("R_SSE_STREAMS", "?"))
     L.append("")
     L.append(
         "`bench/loadgen sse-fanout` is both the upstream (every stream writes `data: <send time>` every 100 ms, at "
         "random phases) and the clients, on core 0; each proxy runs alone on core 1, configured as for the "
-        "WebSockets (nginx with `proxy_buffering off`, Caddy `flush_interval -1`, Envoy's route timeout off). "
-        "First straight to the upstream (`direct`, the baseline), then through each proxy, %s s measured after "
-        "a 2 s warm-up. Latency is from the upstream's write to the client's read; \"added p99\" is over the "
-        "direct run's. Target (issue #4): sluice's added p99 under 5 ms." % E.get("R_SSE_SECS", "?"))
+        "WebSockets (nginx with `proxy_buffering off`, HAProxy `option http-no-delay`, Caddy `flush_interval -1`, "
+        "Envoy's route timeout off, the Fastify gateway's upstream pool allowed more than its default 128 "
+        "connections). In each of %s round(s): first straight to the upstream (`direct`, the baseline), then through "
+        "each proxy, %s s measured after a 2 s warm-up. Latency is from the upstream's write to the client's read; "
+        "\"added p99\" is over the same round's direct run. Medians across rounds. Target (issue #4): sluice's added "
+        "p99 under 5 ms." % (E["R_ROUNDS"], E.get("R_SSE_SECS", "?")))
     L.append("")
-    L.append("| system | streams | events | p50 | p99 | added p99 | CPU µs/event | CPU/event vs nginx |")
-    L.append("|---|---|---|---|---|---|---|---|")
-    for r in sse_rows:
-        d = res[r["system"]]
-        cpu = num(d.get("cpu_us_per_event"))
-        L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            r["system"], d.get("streams_connected", "?"), d.get("events", "?"), us(num(d.get("p50_us"))),
-            us(num(d.get("p99_us"))), "–" if r["system"] == "direct" else us(max(num(d.get("p99_us")) - base_p99, 0)),
-            "–" if cpu != cpu else "%.2f" % cpu, "–" if cpu != cpu else "%.2f×" % ratio(cpu, nginx_cpu)))
-        if int(num(d.get("streams_failed", 0)) or 0):
-            warnings.append("sse: %s streams failed through %s" % (d.get("streams_failed"), r["system"]))
-        expected = num(E.get("R_SSE_STREAMS")) * 10 * num(E.get("R_SSE_SECS"))
-        if num(d.get("events")) < 0.9 * expected:
-            warnings.append("sse: %s delivered %s events of the %.0f expected" % (r["system"], d.get("events"), expected))
+    L.append("| system | streams | events | p50 | p99 | added p99 | CPU µs/event | p99 vs nginx | CPU/event vs nginx |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    expected = num(E.get("R_SSE_STREAMS")) * 10 * num(E.get("R_SSE_SECS"))
+    for s in order:
+        m = sm[s]
+        direct = s == "direct"
+        L.append("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s |" % (
+            s, m["streams_connected"], m["events"], us(m["p50_us"]), us(m["p99_us"]),
+            "–" if direct else us(m["added_p99_us"]),
+            "–" if direct else "%.2f" % m["cpu_us_per_event"],
+            "–" if direct else "%.2f×" % ratio(m["p99_us"], nginx_sse.get("p99_us", 0)),
+            "–" if direct else "%.2f×" % ratio(m["cpu_us_per_event"], nginx_sse.get("cpu_us_per_event", 0))))
+        failed = int(sum(d.get("streams_failed", 0) for d in per[s]))
+        if failed:
+            warnings.append("sse: %d streams failed through %s" % (failed, s))
+        short = [d for d in per[s] if d.get("events", 0) < 0.9 * expected]
+        if short:
+            warnings.append("sse: %s delivered fewer than 90%% of the %.0f expected events in %d round(s)" % (s, expected, len(short)))
     L.append("")
 
 if warnings:
