@@ -47,7 +47,10 @@ start_proxy() {
       proxy_set_header Connection \$connection_upgrade;
       proxy_buffering off;
       proxy_read_timeout 1h;"
-        connections=$STREAM_CONNECTIONS
+        # 30,000 whatever the open-file limit: nginx stops accepting while fewer than an eighth
+        # of its worker_connections are free, so a limit sized to the descriptors would refuse
+        # WebSockets the descriptors still have room for.
+        connections=30000
       fi
       start_nginx "$system-proxy" 1 "$cache_zone$stream_zone
   upstream bench_upstream {
