@@ -15,7 +15,8 @@ use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{rules, variant_key, CachePolicy, CacheRequest, ResponseCache, STREAM_WAIT};
+use super::key::variant_key;
+use super::{rules, CachePolicy, CacheRequest, ResponseCache, STREAM_WAIT};
 
 /// Where the fill of a key is, for the requests waiting on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
