@@ -16,7 +16,7 @@
 use std::io::Write;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The longest a line waits in memory before it is written.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -144,13 +144,11 @@ fn write_batches() {
             batch.shrink_to(FLUSH_AT * 2);
         }
         if dropped > 0 {
-            let warning = format!(
-                "{{\"timestamp\":\"{}\",\"level\":\"WARN\",\"message\":\"{dropped} log lines dropped: stdout was not taking them\",\"target\":\"sluice::log\"}}\n",
-                humantime::format_rfc3339_micros(SystemTime::now())
-            );
-            let _ = std::io::stdout().write_all(warning.as_bytes());
+            // Through the log like any line (the lock is free here): written with the next batch.
+            tracing::warn!("{dropped} log lines dropped: stdout was not taking them");
         }
-        if closing {
+        // Closing: done once nothing is left (the warning above may have added a line).
+        if closing && lock(shared).bytes.is_empty() {
             return;
         }
     }
