@@ -420,8 +420,13 @@ impl Config {
 }
 
 impl UpstreamUrl {
-    /// The upstream URI: endpoint base + routed path + the raw query, nothing re-encoded.
-    pub fn target(&self, forward_path: &str, query: Option<&str>) -> Option<http::Uri> {
+    /// The upstream request target: endpoint base + routed path + the raw query, nothing
+    /// re-encoded.
+    pub fn path_and_query(
+        &self,
+        forward_path: &str,
+        query: Option<&str>,
+    ) -> Option<http::uri::PathAndQuery> {
         let mut target = String::with_capacity(
             self.base_path.len() + forward_path.len() + query.map_or(0, |q| q.len() + 1),
         );
@@ -431,7 +436,16 @@ impl UpstreamUrl {
             target.push('?');
             target.push_str(query);
         }
-        let path_and_query = http::uri::PathAndQuery::from_maybe_shared(target).ok()?;
+        http::uri::PathAndQuery::from_maybe_shared(target).ok()
+    }
+
+    /// The absolute upstream URI: [`Self::path_and_query`] on this endpoint.
+    pub fn target(&self, forward_path: &str, query: Option<&str>) -> Option<http::Uri> {
+        self.uri(self.path_and_query(forward_path, query)?)
+    }
+
+    /// The absolute upstream URI for `path_and_query`.
+    pub fn uri(&self, path_and_query: http::uri::PathAndQuery) -> Option<http::Uri> {
         http::Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())

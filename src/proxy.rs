@@ -492,7 +492,11 @@ async fn serve_route(
         idle_timeout: policy.idle_timeout,
         max_request_body: rt.max_request_body,
     };
-    let (response, lease) = match forward(service, outgoing, &exchange).await {
+    let forward::Forwarded {
+        response,
+        lease,
+        conn: upstream_conn,
+    } = match forward(service, outgoing, &exchange).await {
         Ok(forwarded) => forwarded,
         Err(error) => {
             // A body not (wholly) sent upstream is unread: the answer closes the connection.
@@ -552,7 +556,9 @@ async fn serve_route(
     {
         body = body.with_event_stream(events);
     }
-    let body = body.with_lease(lease).with_exchange(exchange);
+    let body = body
+        .with_lease(lease, upstream_conn)
+        .with_exchange(exchange);
     Response::from_parts(parts, body)
 }
 

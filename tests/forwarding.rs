@@ -189,6 +189,20 @@ async fn host_is_the_upstream_authority_unless_preserved() {
 }
 
 #[tokio::test]
+async fn an_upstream_named_by_host_name_is_resolved_and_addressed_by_that_name() {
+    let up = Upstream::ok().await;
+    // localhost may resolve to ::1 first, where nothing listens: the next address is tried.
+    let url = format!("http://localhost:{}", up.addr.port());
+    let gw = TestGateway::start(&service("s", &[url]), &[]).await;
+    let response = client().get(gw.url("/api/s/a")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        up.only().headers["host"],
+        format!("localhost:{}", up.addr.port())
+    );
+}
+
+#[tokio::test]
 async fn forwarded_headers_trust_only_configured_proxies() {
     let up = Upstream::ok().await;
     let plain = TestGateway::in_front_of(&up).await;

@@ -26,6 +26,7 @@ use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::client::keepalive::PooledConn;
 use super::idle::IdleTimer;
 use crate::cache::fill::Fill;
 use crate::observe::Exchange;
@@ -64,6 +65,9 @@ pub struct GatewayBody {
     /// The upstream endpoint's lease: the request counts as in flight there until this body
     /// is done. Dropped before the exchange, so the access log sees the final counts.
     lease: Option<Lease>,
+    /// The upstream connection the body comes over, given back to its pool when the body is
+    /// done (or closed, when it is dropped unfinished).
+    conn: Option<PooledConn>,
     exchange: Option<Arc<Exchange>>,
     /// A copy of the body on its way into the response cache.
     fill: Option<Fill>,
@@ -240,6 +244,7 @@ impl GatewayBody {
         GatewayBody {
             kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
             lease: None,
+            conn: None,
             exchange: None,
             fill: None,
         }
@@ -250,6 +255,7 @@ impl GatewayBody {
         GatewayBody {
             kind: Kind::Generated(Box::pin(stream)),
             lease: None,
+            conn: None,
             exchange: None,
             fill: None,
         }
@@ -263,6 +269,7 @@ impl GatewayBody {
                 events: None,
             },
             lease: None,
+            conn: None,
             exchange: None,
             fill: None,
         }
@@ -287,9 +294,11 @@ impl GatewayBody {
         self
     }
 
-    /// Holds the endpoint's lease until this body is done.
-    pub fn with_lease(mut self, lease: Lease) -> Self {
+    /// Holds the endpoint's lease, and the connection the body comes over, until this body
+    /// is done.
+    pub fn with_lease(mut self, lease: Lease, conn: Option<PooledConn>) -> Self {
         self.lease = Some(lease);
+        self.conn = conn;
         self
     }
 
@@ -312,6 +321,8 @@ impl GatewayBody {
     }
 
     fn finished(&mut self) {
+        // Back to the pool at once: the next request need not wait for the client to read.
+        self.conn = None;
         if let Some(exchange) = &self.exchange {
             exchange.mark_completed();
         }

@@ -1,7 +1,10 @@
-//! The pooled upstream client: hyper-util's legacy client over a TCP connector with
-//! `TCP_NODELAY` and a connect timeout, wrapped in rustls for `https` upstreams (HTTP/2 by
-//! ALPN there; plain `http` upstreams speak HTTP/1.1 with keep-alive). Redirects are never
-//! followed: this client has no such feature, which is what a proxy wants.
+//! The pooled upstream clients. Plain `http` endpoints speak HTTP/1.1 with keep-alive over
+//! a pool of their own ([`keepalive`]); `https` endpoints, and health checks, use hyper-util's
+//! legacy client over a TCP connector with `TCP_NODELAY` and a connect timeout, wrapped in
+//! rustls (HTTP/2 by ALPN). Redirects are never followed: neither client has such a feature,
+//! which is what a proxy wants.
+
+pub mod keepalive;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,32 +10,35 @@
 //! ```
 //!
 //! A retry happens only when nothing of the request can have been processed twice: a connect
-//! error for any method; a reset or an unparseable response for an idempotent one (RFC 9110
-//! §9.2.2) — and in all cases only while the body has not started to go out. It goes to an
+//! error, or a connection lost before any of the request was written, for any method; a reset
+//! or an unparseable response for an idempotent one (RFC 9110 §9.2.2) — and in all cases only
+//! while the body has not started to go out. It goes to an
 //! endpoint this request has not tried, on a new connection, bounded by the service's
 //! `max_retries` and its retry budget; never to the same endpoint again, which would only
 //! multiply the load on a failing one. Nothing reaches the client before this function
 //! returns, so no retry follows response bytes.
 //!
-//! One case is not a retry: a reset on the first attempt over the *pooled* client is most
-//! often a keep-alive connection the upstream closed just as we reused it. That request is
+//! One case is not a retry: a reset on the first attempt over a *reused* keep-alive
+//! connection is most often one the upstream closed just as we reused it. That request is
 //! replayed once on a new connection to the same endpoint, without counting a failure; the
-//! replay's outcome is what the breaker hears. The legacy client does not say whether the
-//! connection was reused, so an endpoint that resets every request sees each idempotent one
-//! twice (and one failure); a pool of our own that knows reuse will make this exact.
+//! replay's outcome is what the breaker hears. Plain `http` endpoints have a pool of their own
+//! that knows whether a connection was reused; hyper-util's legacy client (`https`) does not
+//! say, so there any reset on the pooled client is treated as one on a reused connection.
 
 use std::sync::Arc;
 
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{
-    caused_by, BodyIdleTimeout, BodyTooLarge, ClientBodyError, RequestBody, UnsentBody,
+    caused_by, BodyIdleTimeout, BodyTooLarge, BoxError, ClientBodyError, RequestBody, UnsentBody,
 };
+use super::client::keepalive::{PooledConn, SendError};
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::observe::Exchange;
-use crate::upstream::{Candidates, Lease, Outcome, Service, StreamKind, Unavailable};
+use crate::upstream::{Candidates, Endpoint, Lease, Outcome, Service, StreamKind, Unavailable};
 
 /// Everything about the request that does not change from one attempt to the next.
 pub(super) struct Outgoing<'a> {
@@ -52,13 +55,28 @@ pub(super) struct Outgoing<'a> {
     pub max_request_body: u64,
 }
 
+/// A response head from the upstream, and what to hold until its body is done.
+pub(super) struct Forwarded {
+    pub response: Response<Incoming>,
+    /// The endpoint's lease: the request is in flight there until then.
+    pub lease: Lease,
+    /// The keep-alive connection, given back to its pool then (plain `http` endpoints).
+    pub conn: Option<PooledConn>,
+}
+
 /// How one attempt ended without a response head.
 enum Failure {
-    Connect(hyper_util::client::legacy::Error),
-    Reset(hyper_util::client::legacy::Error),
+    Connect(BoxError),
+    /// The connection was lost; `reused` when an earlier request had used it, `unsent` when
+    /// it was lost before any of this request was written.
+    Reset {
+        error: BoxError,
+        reused: bool,
+        unsent: bool,
+    },
     /// The upstream answered with something that is not HTTP (bad status line, conflicting
     /// lengths, ...): it got the request, so only an idempotent one may go elsewhere.
-    Invalid(hyper_util::client::legacy::Error),
+    Invalid(BoxError),
     Timeout,
 }
 
@@ -68,7 +86,7 @@ pub(super) async fn forward(
     service: &Service,
     out: Outgoing<'_>,
     exchange: &Arc<Exchange>,
-) -> Result<(Response<Incoming>, Lease), GatewayError> {
+) -> Result<Forwarded, GatewayError> {
     let mut rng = fastrand::Rng::new();
     let mut tried = Candidates::default();
     let mut attempt = 0u32;
@@ -103,7 +121,7 @@ pub(super) async fn forward(
             }
         };
         let endpoint = lease.endpoint().clone();
-        let Some(uri) = endpoint.url.target(out.forward_path, out.query) else {
+        let Some(target) = endpoint.url.path_and_query(out.forward_path, out.query) else {
             return Err(GatewayError::client(
                 ErrorKind::BadRequest,
                 "the request target cannot be forwarded",
@@ -123,14 +141,10 @@ pub(super) async fn forward(
             ),
             None => RequestBody::empty(exchange.clone()),
         };
-        let request = upstream_request(out.method.clone(), uri, attempt_headers, body);
+        let request = upstream_request(out.method.clone(), attempt_headers, body);
         // Retries use a new connection: the pooled one next in line may be as stale as the
         // one that just failed.
-        let client = if pooled {
-            &service.client
-        } else {
-            &service.fresh_client
-        };
+        let send = send(service, &endpoint, request, target, pooled);
         let sent = if out.body.is_some() {
             let lease = &mut lease;
             let upload_then_wait = async {
@@ -139,16 +153,14 @@ pub(super) async fn forward(
                 tokio::time::sleep(out.response_timeout).await;
             };
             tokio::select! {
-                sent = client.request(request) => Some(sent),
+                sent = send => Some(sent),
                 () = upload_then_wait => None,
             }
         } else {
-            tokio::time::timeout_at(deadline, client.request(request))
-                .await
-                .ok()
+            tokio::time::timeout_at(deadline, send).await.ok()
         };
         let failure = match sent {
-            Some(Ok(response)) => {
+            Some(Ok((response, conn))) => {
                 exchange.set_upstream(endpoint.label.clone());
                 let outcome = if service
                     .failure_statuses
@@ -162,20 +174,29 @@ pub(super) async fn forward(
                 if crate::realtime::sse::is_event_stream(response.headers()) {
                     lease.set_kind(StreamKind::Sse);
                 }
-                return Ok((response, lease));
+                return Ok(Forwarded {
+                    response,
+                    lease,
+                    conn,
+                });
             }
             Some(Err(e)) => {
-                if let Some(error) = client_side(&e, out.max_request_body, out.idle_timeout) {
+                let client_error = client_side(&*e.error, out.max_request_body, out.idle_timeout);
+                if let Some(error) = client_error {
                     // The client's doing: the lease goes back unrecorded.
                     exchange.set_upstream(endpoint.label.clone());
                     return Err(error);
                 }
-                if e.is_connect() {
-                    Failure::Connect(e)
-                } else if is_invalid_response(&e) {
-                    Failure::Invalid(e)
+                if e.connect {
+                    Failure::Connect(e.error)
+                } else if is_invalid_response(&*e.error) {
+                    Failure::Invalid(e.error)
                 } else {
-                    Failure::Reset(e)
+                    Failure::Reset {
+                        error: e.error,
+                        reused: e.reused,
+                        unsent: e.unsent,
+                    }
                 }
             }
             None => Failure::Timeout,
@@ -184,11 +205,12 @@ pub(super) async fn forward(
         let safe_to_repeat = body_unsent
             && match &failure {
                 Failure::Connect(_) => true,
-                Failure::Reset(_) | Failure::Invalid(_) => out.method.is_idempotent(),
+                Failure::Reset { unsent: true, .. } => true,
+                Failure::Reset { .. } | Failure::Invalid(_) => out.method.is_idempotent(),
                 Failure::Timeout => false,
             };
-        if pooled && safe_to_repeat && matches!(failure, Failure::Reset(_)) {
-            // A reset on a pooled connection is most often a keep-alive connection the
+        if pooled && safe_to_repeat && matches!(failure, Failure::Reset { reused: true, .. }) {
+            // A reset on a reused connection is most often a keep-alive connection the
             // upstream closed just as we reused it: the endpoint is fine. Replay once on a
             // new connection to the same endpoint, outside the retry count and budget, and
             // let that attempt's outcome be the one the breaker hears.
@@ -227,23 +249,59 @@ pub(super) async fn forward(
     }
 }
 
-fn upstream_request(
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: RequestBody,
-) -> Request<RequestBody> {
+fn upstream_request(method: Method, headers: HeaderMap, body: RequestBody) -> Request<RequestBody> {
     let mut request = Request::new(body);
     *request.method_mut() = method;
-    *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     request
 }
 
+/// Sends one attempt to `endpoint`: over its own keep-alive pool for plain `http` (the URI in
+/// origin form), else over the service's legacy client (the URI absolute). `pooled` false
+/// asks for a new connection.
+async fn send(
+    service: &Service,
+    endpoint: &Endpoint,
+    mut request: Request<RequestBody>,
+    target: PathAndQuery,
+    pooled: bool,
+) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
+    if let Some(conns) = &endpoint.conns {
+        *request.uri_mut() = Uri::from(target);
+        let (response, conn) = conns.send(request, pooled).await?;
+        return Ok((response, Some(conn)));
+    }
+    let Some(uri) = endpoint.url.uri(target) else {
+        return Err(SendError {
+            connect: true,
+            reused: false,
+            unsent: true,
+            error: "the upstream URI cannot be formed".into(),
+        });
+    };
+    *request.uri_mut() = uri;
+    let client = if pooled {
+        &service.client
+    } else {
+        &service.fresh_client
+    };
+    match client.request(request).await {
+        Ok(response) => Ok((response, None)),
+        Err(e) => Err(SendError {
+            connect: e.is_connect(),
+            // The legacy client does not say; see the module comment. (It sends a request
+            // that found its connection closed again by itself.)
+            reused: pooled,
+            unsent: false,
+            error: e.into(),
+        }),
+    }
+}
+
 /// The error to answer when sending failed because of the client's body, if it did.
 fn client_side(
-    e: &hyper_util::client::legacy::Error,
+    e: &(dyn std::error::Error + 'static),
     max_request_body: u64,
     idle_timeout: std::time::Duration,
 ) -> Option<GatewayError> {
@@ -275,7 +333,7 @@ fn failure_error(failure: Failure, response_timeout: std::time::Duration) -> Gat
             "the upstream refused the connection",
         )
         .retryable(),
-        Failure::Reset(_) => GatewayError::upstream(
+        Failure::Reset { .. } => GatewayError::upstream(
             ErrorKind::UpstreamUnavailable,
             "the upstream closed the connection before responding",
         ),
@@ -293,13 +351,15 @@ fn failure_error(failure: Failure, response_timeout: std::time::Duration) -> Gat
 fn log_failure(exchange: &Exchange, upstream: &str, failure: &Failure, retrying: bool) {
     let request_id = exchange.request_id.to_str().unwrap_or_default();
     match failure {
-        Failure::Connect(e) | Failure::Reset(e) | Failure::Invalid(e) => tracing::warn!(
-            request_id,
-            upstream,
-            retrying,
-            error = %error_chain(e),
-            "upstream request failed"
-        ),
+        Failure::Connect(e) | Failure::Reset { error: e, .. } | Failure::Invalid(e) => {
+            tracing::warn!(
+                request_id,
+                upstream,
+                retrying,
+                error = %error_chain(&**e),
+                "upstream request failed"
+            )
+        }
         Failure::Timeout => tracing::warn!(request_id, upstream, "upstream timed out"),
     }
 }

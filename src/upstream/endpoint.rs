@@ -16,6 +16,7 @@ use super::ewma::{PeakEwma, DEFAULT_DECAY_MS};
 use crate::config::{BreakerConfig, UpstreamUrl};
 use crate::observe::latency::Histogram;
 use crate::observe::series::Series;
+use crate::proxy::client::keepalive::ConnPool;
 
 #[derive(Debug)]
 pub struct Endpoint {
@@ -34,6 +35,9 @@ pub struct Endpoint {
     in_flight: [AtomicU32; 3],
     max_in_flight: Option<u32>,
     pub stats: EndpointStats,
+    /// Keep-alive connections, for a plain `http` endpoint (`https` ones use the service's
+    /// client, which speaks HTTP/2 by ALPN).
+    pub conns: Option<ConnPool>,
 }
 
 /// What a request is to the endpoint, for in-flight counts by kind.
@@ -99,9 +103,12 @@ impl Endpoint {
         url: UpstreamUrl,
         breaker: BreakerConfig,
         max_in_flight: Option<u32>,
+        connect_timeout: std::time::Duration,
     ) -> Self {
         let label: Arc<str> = Arc::from(url.to_string());
         Endpoint {
+            conns: (url.scheme == http::uri::Scheme::HTTP)
+                .then(|| ConnPool::new(&url.authority, connect_timeout)),
             service,
             seed: super::balancer::hash_bytes(label.as_bytes()),
             label,

@@ -42,6 +42,7 @@ impl Pool {
                     url.clone(),
                     config.breaker.clone(),
                     config.max_in_flight_per_endpoint,
+                    config.connect_timeout,
                 ))
             })
             .collect::<Vec<_>>();

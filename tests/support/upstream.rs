@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::hash::Hasher;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +60,8 @@ type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 pub struct Upstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Recorded>>>,
+    /// Connections accepted so far.
+    connections: Arc<AtomicUsize>,
     killed: CancellationToken,
 }
 
@@ -115,6 +118,8 @@ impl Upstream {
         let log = received.clone();
         let killed = CancellationToken::new();
         let stop = killed.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted_count = connections.clone();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -124,6 +129,7 @@ impl Upstream {
                 let Ok((stream, _)) = accepted else {
                     return;
                 };
+                accepted_count.fetch_add(1, Ordering::SeqCst);
                 let handler = handler.clone();
                 let log = log.clone();
                 let stop = stop.clone();
@@ -142,6 +148,7 @@ impl Upstream {
         Upstream {
             addr,
             received,
+            connections,
             killed,
         }
     }
@@ -158,6 +165,11 @@ impl Upstream {
     /// Everything received so far.
     pub fn received(&self) -> Vec<Recorded> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn count(&self) -> usize {
