@@ -66,7 +66,8 @@ pub struct GatewayBody {
     /// is done. Dropped before the exchange, so the access log sees the final counts.
     lease: Option<Lease>,
     /// The upstream connection the body comes over, given back to its pool when the body is
-    /// done (or closed, when it is dropped unfinished).
+    /// done. Dropped unfinished, it goes back only if hyper can still reuse it (the rest of
+    /// the body was already read); otherwise hyper closes it.
     conn: Option<PooledConn>,
     exchange: Option<Arc<Exchange>>,
     /// A copy of the body on its way into the response cache.

@@ -154,6 +154,13 @@ impl ConnPool {
     }
 }
 
+impl ConnPool {
+    /// A new TCP connection to the endpoint, outside the pool (the WebSocket bridge's).
+    pub async fn connect_tcp(&self) -> Result<TcpStream, BoxError> {
+        self.inner.connect_tcp().await
+    }
+}
+
 impl fmt::Debug for ConnPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnPool")
@@ -196,12 +203,9 @@ impl Inner {
         }
     }
 
-    /// A new connection, TCP with `TCP_NODELAY`, within the connect timeout.
+    /// A new HTTP/1.1 connection.
     async fn connect(&self) -> Result<SendRequest<RequestBody>, BoxError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.connect_tcp())
-            .await
-            .map_err(|_| ConnectTimeout(self.connect_timeout))??;
-        stream.set_nodelay(true)?;
+        let stream = self.connect_tcp().await?;
         let (sender, connection) = http1::Builder::new()
             // One flattened write per request head and body chunk: fewer syscalls than
             // writev for the small bodies a gateway mostly carries.
@@ -216,20 +220,29 @@ impl Inner {
         Ok(sender)
     }
 
-    /// Resolves the host (an IP literal needs no lookup; a name is looked up for every new
-    /// connection, so a changed DNS record is followed) and tries each address in turn.
+    /// A TCP connection with `TCP_NODELAY` (also the WebSocket bridge's, which needs the
+    /// bare socket). An IP literal needs no lookup; a name is looked up for every new
+    /// connection, so a changed DNS record is followed. The addresses are tried in turn, the
+    /// connect timeout shared evenly among them (as hyper-util's connector does), so one that
+    /// drops connection attempts cannot use it all up.
     async fn connect_tcp(&self) -> Result<TcpStream, BoxError> {
-        let mut last_error = None;
-        for address in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
-            match TcpStream::connect(address).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last_error = Some(e),
+        let addresses: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .collect();
+        let count = u32::try_from(addresses.len()).unwrap_or(u32::MAX).max(1);
+        let each = self.connect_timeout / count;
+        let mut last_error: Option<BoxError> = None;
+        for address in addresses {
+            match tokio::time::timeout(each, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => last_error = Some(e.into()),
+                Err(_) => last_error = Some(Box::new(ConnectTimeout(each))),
             }
         }
-        Err(match last_error {
-            Some(e) => e.into(),
-            None => format!("{} resolved to no address", self.host).into(),
-        })
+        Err(last_error.unwrap_or_else(|| format!("{} resolved to no address", self.host).into()))
     }
 }
 

@@ -13,6 +13,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tower_service::Service as _;
@@ -21,7 +22,7 @@ use crate::auth::{without_query_param, ACCESS_TOKEN_PARAM};
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::proxy::body::GatewayBody;
 use crate::router::normalize_path;
-use crate::upstream::{Candidates, Outcome, Service, StreamKind, Unavailable};
+use crate::upstream::{Candidates, Endpoint, Outcome, Service, StreamKind, Unavailable};
 
 use super::Accepted;
 
@@ -172,8 +173,11 @@ pub async fn connect_upstream(
         let uri = endpoint.url.target(path_and_query, None).ok_or_else(|| {
             GatewayError::client(ErrorKind::BadRequest, "the target cannot be forwarded")
         })?;
-        let attempt_result =
-            tokio::time::timeout_at(deadline, handshake(service, uri, headers.clone())).await;
+        let attempt_result = tokio::time::timeout_at(
+            deadline,
+            handshake(service, &endpoint, uri, headers.clone()),
+        )
+        .await;
         let failed = match attempt_result {
             Ok(Ok((response, upgraded))) if !chosen_was_offered(&response, offered.as_ref()) => {
                 drop(upgraded);
@@ -262,18 +266,42 @@ enum HandshakeError {
     Broken(String),
 }
 
+/// Connects to `endpoint` and does the upgrade handshake there. A plain `http` endpoint gets a
+/// bare TCP socket: the upgraded connection then holds nothing else for as long as the bridge
+/// lives (the TLS-capable connector's stream type is about 1 KiB, kept per bridge).
 async fn handshake(
     service: &Service,
+    endpoint: &Endpoint,
     uri: http::Uri,
     headers: HeaderMap,
 ) -> Result<(HeaderMap, Upgraded), HandshakeError> {
+    match &endpoint.conns {
+        Some(conns) => {
+            let tcp = conns.connect_tcp().await.map_err(HandshakeError::Connect)?;
+            upgrade(TokioIo::new(tcp), uri, headers).await
+        }
+        None => {
+            let io = service
+                .ws_connector
+                .clone()
+                .call(uri.clone())
+                .await
+                .map_err(HandshakeError::Connect)?;
+            upgrade(io, uri, headers).await
+        }
+    }
+}
+
+/// Sends the upgrade request over `io` and checks the upstream's `101`.
+async fn upgrade<I>(
+    io: I,
+    uri: http::Uri,
+    headers: HeaderMap,
+) -> Result<(HeaderMap, Upgraded), HandshakeError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let authority = uri.authority().map(|a| a.as_str().to_owned());
-    let io = service
-        .ws_connector
-        .clone()
-        .call(uri.clone())
-        .await
-        .map_err(HandshakeError::Connect)?;
     let broken = |e: hyper::Error| HandshakeError::Broken(e.to_string());
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
