@@ -469,3 +469,82 @@ async fn a_peer_that_breaks_the_protocol_gets_1007_and_the_other_side_1001() {
     let close = up.close().await;
     assert_eq!(close.map(|c| c.0), Some(1001));
 }
+
+#[tokio::test]
+async fn fragments_large_messages_and_pings_pass_frame_by_frame() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let up = WsUpstream::start().await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let (mut ws, _) = connect(ws_url(&gw, "/ws/s?path=/x")).await;
+    // A text message in three fragments, characters split between them: checked as UTF-8
+    // across the fragments, passed on as it came (the upstream echoes it whole).
+    let text = "snow ☃ and fire 🔥!";
+    let bytes = text.as_bytes();
+    let cut1 = text.find('☃').unwrap() + 1;
+    let cut2 = text.find('🔥').unwrap() + 2;
+    let parts = [
+        (&bytes[..cut1], OpCode::Data(Data::Text), false),
+        (&bytes[cut1..cut2], OpCode::Data(Data::Continue), false),
+        (&bytes[cut2..], OpCode::Data(Data::Continue), true),
+    ];
+    for (part, opcode, fin) in parts {
+        let frame = Frame::message(part.to_vec(), opcode, fin);
+        ws.send(Message::Frame(frame)).await.unwrap();
+    }
+    assert_eq!(next_data(&mut ws).await, Message::text(text));
+    // Larger than one read, so masked and unmasked across reads at every offset.
+    let big: Vec<u8> = (0..300_001u32).map(|i| (i * 7 % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::binary(big));
+    // A ping is answered on this hop, with its payload.
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Pong(payload)))) => {
+                assert_eq!(&payload[..], b"are you there");
+                break;
+            }
+            Ok(Some(Ok(Message::Ping(_)))) => continue,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_frame_unmasked_or_with_reserved_bits_is_a_protocol_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bad_frames: [&[u8]; 2] = [
+        &[0x81, 0x02, b'h', b'i'],             // text, not masked
+        &[0xC1, 0x80, 0x01, 0x02, 0x03, 0x04], // RSV1 set (nothing was negotiated)
+    ];
+    for bad in bad_frames {
+        let up = WsUpstream::start().await;
+        let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        stream
+            .write_all(
+                b"GET /ws/s?path=/x HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+        stream.write_all(bad).await.unwrap();
+        let mut close = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut close))
+            .await
+            .expect("no close within 5 s")
+            .unwrap();
+        assert_eq!(close[0], 0x88, "a close frame, unmasked: {close:?}");
+        assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1002, "{bad:?}");
+        assert_eq!(up.close().await.map(|c| c.0), Some(1001));
+    }
+}

@@ -10,16 +10,16 @@
 //!
 //! The upstream handshake reuses the client's `Sec-WebSocket-Key`, so the upstream's
 //! `Sec-WebSocket-Accept` is right for the client too; extensions are not offered (frames
-//! pass through tungstenite, which does not compress).
+//! pass through unchanged but for masking, so nothing may be compressed).
 //!
-//! Once both sides are open, [`run`] moves whole messages: text stays text, binary stays
-//! binary, fragmented messages arrive reassembled, and a close frame's code and reason go to
-//! the other side. Flow control is per message: while one message waits for a slow peer,
-//! nothing more is read from the sender; if the peer refuses it for `stall_timeout`, both
-//! sides are closed with 1013. Pings go to both peers every `ping_interval` (tungstenite
-//! answers theirs); a peer not heard from for two intervals is dropped. Messages over
-//! `max_message_size` are refused with 1009, protocol violations with 1002 or 1007. On
-//! shutdown, bridges run until the grace period is over, then both sides get 1001.
+//! Once both sides are open, [`run`] relays frame by frame: text stays text, binary stays
+//! binary, fragments stay fragments, and a close frame's code and reason go to the other side.
+//! Text is checked to be UTF-8 on its way (1007 if not), the frames to be well-formed (1002),
+//! messages to be within `max_message_size` (1009). Flow control: nothing more is read from a
+//! side while `max_buffered_bytes` wait for the other; if that lasts `stall_timeout`, both
+//! sides are closed with 1013. Pings go to both peers every `ping_interval` (theirs are
+//! answered here); a peer not heard from for two intervals is dropped and the other told
+//! 1001. On shutdown, bridges run until the grace period is over, then both sides get 1001.
 //!
 //! The opening lives in [`handshake`], the frames in [`bridge`]; this file holds what both
 //! share (the limits, and the upstream side handed from one to the other).
@@ -27,14 +27,12 @@
 use std::time::Duration;
 
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::config;
 use crate::upstream::Lease;
 
 mod bridge;
+mod frame;
 mod handshake;
 
 pub use bridge::run;
@@ -42,12 +40,12 @@ pub use handshake::{
     check_client_handshake, connect_upstream, is_upgrade, switching_protocols, target_from_query,
 };
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
-
 /// The bridge's limits, from `[websocket]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    frames: WebSocketConfig,
+    max_message: u64,
+    /// Bytes waiting for a peer beyond which nothing more is read from the other.
+    max_buffered: usize,
     ping_interval: Duration,
     stall_timeout: Duration,
 }
@@ -60,21 +58,12 @@ pub struct Accepted {
 
 impl Settings {
     pub fn new(config: &config::WebSocketConfig) -> Self {
-        let max_message = usize::try_from(config.max_message_size).unwrap_or(usize::MAX);
-        let max_buffered = usize::try_from(config.max_buffered_bytes).unwrap_or(usize::MAX);
-        // Small buffers: an idle bridge should cost little. tungstenite keeps its read buffer
-        // for the life of the socket and reads at most that much per call: 1 KiB per side
-        // (measured by bench/run's ws phase: 4 KiB cost 6 KiB more per bridge) at the price of more
-        // reads for large messages. Writes go out eagerly (nothing is held back to batch), and
-        // the write buffer may hold one message beyond the cap.
-        let frames = WebSocketConfig::default()
-            .read_buffer_size(1024)
-            .write_buffer_size(0)
-            .max_write_buffer_size(max_buffered.max(max_message).saturating_add(1 << 16))
-            .max_message_size(Some(max_message))
-            .max_frame_size(Some(max_message));
         Settings {
-            frames,
+            max_message: config.max_message_size,
+            // At least one read's worth, so that a tiny setting still lets frames through.
+            max_buffered: usize::try_from(config.max_buffered_bytes)
+                .unwrap_or(usize::MAX)
+                .max(1),
             ping_interval: config.ping_interval,
             stall_timeout: config.stall_timeout,
         }

@@ -1,28 +1,43 @@
-//! The bridge proper: two WebSockets joined until one side ends, with pings, the stall
-//! timeout, the message-size limit and the close codes each ending gets (see [`super`]).
+//! The bridge proper: two WebSockets joined frame by frame until one side ends, with pings,
+//! flow control, the stall timeout, the message-size limit and the close codes each ending
+//! gets (see [`super`]).
+//!
+//! One task, one hand-written poll loop over both sockets, and no buffer while idle: that is
+//! what makes an idle bridge cheap (issue #4 asks for at most 40 MiB per 10,000). Bytes are
+//! read into a buffer on the poll's stack, and each frame is relayed as it arrives — its head
+//! rewritten (a client's frames are masked, ours to the client are not; ours to the upstream
+//! are masked with a key of our own) and its payload unmasked, checked and remasked into the
+//! other side's outbox, which exists only while it holds bytes. Nothing more is read from a
+//! side while the other side's outbox holds `max_buffered` bytes or more (flow control); if it
+//! stays there for `stall_timeout`, both sides get 1013. Pings and pongs belong to each hop:
+//! a peer's ping is answered here, pongs are only noted, and our own pings go to both peers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use http::HeaderValue;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::frame::{self, Head, Utf8};
+use super::{Accepted, Settings};
 use crate::upstream::StreamCounters;
 
-use super::{Accepted, Settings, Socket};
+/// How much is read from a socket at a time (on the poll's stack, not in the bridge).
+const READ_CHUNK: usize = 8 * 1024;
+/// How long closing frames may take to go out once the bridge has ended.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// How a bridge ended.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum End {
-    /// The sender sent a close frame; it went to the other side.
+    /// The sender sent a close frame; it went to the other side, and was echoed back.
     Closed,
     /// The sender's connection ended without a close frame.
     SenderGone,
@@ -31,7 +46,7 @@ enum End {
     /// The sender sent a message over the size limit (close code 1009 for it).
     TooBig,
     /// The sender broke the protocol: 1002, or 1007 for text that is not UTF-8.
-    Violation(CloseCode),
+    Violation(u16),
     /// The receiver refused data for `stall_timeout`.
     Stalled,
     /// The receiver was not heard from for two ping intervals.
@@ -40,11 +55,71 @@ enum End {
     Shutdown,
 }
 
-/// Which way a pump moves messages: `Up` from the client to the upstream.
-#[derive(Debug, Clone, Copy)]
-enum Way {
-    Up,
-    Down,
+/// The two sides, as indexes into [`Bridge::peers`]. Data read from the client goes up.
+const CLIENT: usize = 0;
+const UPSTREAM: usize = 1;
+
+/// One side of the bridge.
+struct Peer {
+    io: TokioIo<Upgraded>,
+    /// Where we are in the frames this peer sends.
+    reader: Reader,
+    /// Bytes on their way to this peer.
+    out: Outbox,
+    /// When a byte last came from this peer.
+    heard: Instant,
+}
+
+/// Frames coming from one peer.
+#[derive(Default)]
+struct Reader {
+    /// A frame head being collected across reads.
+    head: Vec<u8>,
+    /// The frame whose payload is being read, and how much of it has been.
+    frame: Option<(Head, u64)>,
+    /// Our masking key for the relayed frame (frames to the upstream are masked).
+    relay_mask: Option<[u8; 4]>,
+    /// The message in progress (text or binary) and its size so far.
+    message: Option<(u8, u64)>,
+    utf8: Utf8,
+    /// A control frame's payload being collected (at most 125 bytes).
+    control: Vec<u8>,
+}
+
+/// Bytes waiting to be written to one peer. Emptied, it frees its memory.
+#[derive(Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    /// How much of `buf` has been written.
+    sent: usize,
+    /// A relayed frame not yet complete in `buf`: where its head starts, or `OnTheWire` once
+    /// part of it has been written. Control frames must wait for it (`deferred`).
+    open: Option<OpenFrame>,
+    deferred: Vec<u8>,
+    /// Written but not yet flushed (a TLS stream holds bytes until flushed).
+    unflushed: bool,
+    /// Since when this outbox has held `max_buffered` bytes or more.
+    full_since: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+enum OpenFrame {
+    Unsent(usize),
+    OnTheWire,
+}
+
+/// What a peer's bytes amounted to, besides relayed data.
+enum Fed {
+    More,
+    /// A close frame, with its payload.
+    Close(Vec<u8>),
+}
+
+struct Bridge<'a> {
+    peers: [Peer; 2],
+    settings: Settings,
+    counters: &'a StreamCounters,
+    next_ping: Instant,
 }
 
 /// Waits for the client's side of the upgrade, then runs the bridge until either side ends
@@ -57,30 +132,42 @@ pub async fn run(
     request_id: HeaderValue,
 ) {
     let Accepted { upstream, lease } = accepted;
+    let mut upstream = TokioIo::new(upstream);
     let client = match client.await {
-        Ok(upgraded) => upgraded,
+        Ok(upgraded) => TokioIo::new(upgraded),
         Err(e) => {
             tracing::debug!(error = %e, "the client's upgrade did not complete");
             // The upstream has its WebSocket open: close it properly, not by a dropped socket.
-            let mut upstream = Socket::from_raw_socket(
-                TokioIo::new(upstream),
-                Role::Client,
-                Some(settings.frames),
+            let mut bytes = Vec::new();
+            frame::close(
+                &mut bytes,
+                frame::GOING_AWAY,
+                "client went away",
+                Some(fastrand::u32(..).to_ne_bytes()),
+            );
+            let _ = tokio::time::timeout(
+                CLOSE_WAIT,
+                tokio::io::AsyncWriteExt::write_all(&mut upstream, &bytes),
             )
             .await;
-            let frame = CloseFrame {
-                code: CloseCode::Away,
-                reason: "client went away".into(),
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(1), upstream.close(Some(frame))).await;
             return;
         }
     };
-    let client =
-        Socket::from_raw_socket(TokioIo::new(client), Role::Server, Some(settings.frames)).await;
-    let upstream =
-        Socket::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(settings.frames)).await;
-    let end = bridge(client, upstream, settings, stop, &lease.endpoint().stats.ws).await;
+    let now = Instant::now();
+    let peer = |io| Peer {
+        io,
+        reader: Reader::default(),
+        out: Outbox::default(),
+        heard: now,
+    };
+    let end = Bridge {
+        peers: [peer(client), peer(upstream)],
+        settings,
+        counters: &lease.endpoint().stats.ws,
+        next_ping: now + settings.ping_interval,
+    }
+    .run(stop)
+    .await;
     tracing::debug!(
         request_id = request_id.to_str().unwrap_or_default(),
         upstream = &*lease.endpoint().label,
@@ -90,163 +177,463 @@ pub async fn run(
     drop(lease);
 }
 
-async fn bridge(
-    client: Socket,
-    upstream: Socket,
-    settings: Settings,
-    stop: CancellationToken,
-    counters: &StreamCounters,
-) -> End {
-    let started = Instant::now();
-    let heard_client = AtomicU64::new(0);
-    let heard_upstream = AtomicU64::new(0);
-    let (mut client_tx, mut client_rx) = client.split();
-    let (mut upstream_tx, mut upstream_rx) = upstream.split();
-    let (count_up, count_down) = (
-        |bytes| counters.up(1, bytes),
-        |bytes| counters.down(1, bytes),
-    );
-    let outcome = {
-        let up = pump(
-            &mut client_rx,
-            &mut upstream_tx,
-            Heard {
-                from: &heard_client,
-                to: &heard_upstream,
-                since: started,
-            },
-            settings,
-            &count_up,
-        );
-        let down = pump(
-            &mut upstream_rx,
-            &mut client_tx,
-            Heard {
-                from: &heard_upstream,
-                to: &heard_client,
-                since: started,
-            },
-            settings,
-            &count_down,
-        );
-        tokio::select! {
-            end = up => (end, Way::Up),
-            end = down => (end, Way::Down),
-            () = stop.cancelled() => (End::Shutdown, Way::Up),
-        }
-    };
-    // What each side is told: (to the sender of that way, to its receiver).
-    let away = (CloseCode::Away, "peer went away");
-    let (to_sender, to_receiver) = match &outcome.0 {
-        End::Closed => {
-            // The close went across; give both sides a moment to finish the handshake.
-            let _ = tokio::join!(
-                tokio::time::timeout(Duration::from_secs(1), client_tx.flush()),
-                tokio::time::timeout(Duration::from_secs(1), upstream_tx.flush()),
-            );
-            return outcome.0;
-        }
-        End::SenderGone => (None, Some(away)),
-        End::ReceiverGone => (Some(away), None),
-        End::TooBig => (Some((CloseCode::Size, "message too big")), Some(away)),
-        End::Violation(code) => (Some((*code, "protocol violation")), Some(away)),
-        End::Stalled => {
-            let too_slow = (CloseCode::Again, "peer too slow");
-            (Some(too_slow), Some(too_slow))
-        }
-        End::Silent => (Some((CloseCode::Away, "peer not responding")), None),
-        End::Shutdown => {
-            let going = (CloseCode::Away, "gateway shutting down");
-            (Some(going), Some(going))
-        }
-    };
-    let (to_client, to_upstream) = match outcome.1 {
-        Way::Up => (to_sender, to_receiver),
-        Way::Down => (to_receiver, to_sender),
-    };
-    // Each side on its own clock: one that cannot take its close (its buffers are full)
-    // must not keep the other from getting its own.
-    let _ = tokio::join!(
-        close(&mut client_tx, to_client),
-        close(&mut upstream_tx, to_upstream),
-    );
-    outcome.0
-}
+// === impl Bridge ===
 
-async fn close(tx: &mut SplitSink<Socket, Message>, frame: Option<(CloseCode, &'static str)>) {
-    let Some((code, reason)) = frame else {
-        return;
-    };
-    let message = Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }));
-    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(message)).await;
-}
+impl Bridge<'_> {
+    async fn run(&mut self, stop: CancellationToken) -> (End, usize) {
+        let timer = tokio::time::sleep_until(self.next_ping);
+        tokio::pin!(timer);
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
+        let ended = std::future::poll_fn(|cx| {
+            if stopped.as_mut().poll(cx).is_ready() {
+                return Poll::Ready((End::Shutdown, CLIENT));
+            }
+            self.poll_relay(cx, timer.as_mut())
+        })
+        .await;
+        self.finish(ended).await;
+        ended
+    }
 
-/// Milliseconds since the bridge started at which each side was last heard from.
-struct Heard<'a> {
-    from: &'a AtomicU64,
-    to: &'a AtomicU64,
-    since: Instant,
-}
+    /// Moves bytes both ways until nothing moves, then waits; ends with how the bridge ended
+    /// and the peer whose doing (or whose side) it was.
+    fn poll_relay(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Poll<(End, usize)> {
+        let mut scratch = [0u8; READ_CHUNK];
+        // A bound on the work done in one poll, so a busy bridge lets other tasks run.
+        for _ in 0..16 {
+            let mut moved = false;
+            for to in [CLIENT, UPSTREAM] {
+                match self.peers[to].flush(cx) {
+                    Ok(progress) => moved |= progress,
+                    Err(_) => return Poll::Ready((End::ReceiverGone, 1 - to)),
+                }
+            }
+            for from in [CLIENT, UPSTREAM] {
+                let to = 1 - from;
+                if self.peers[to].out.pending() >= self.settings.max_buffered {
+                    continue; // flow control: the receiver is behind
+                }
+                let mut read = ReadBuf::new(&mut scratch);
+                match Pin::new(&mut self.peers[from].io).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                        return Poll::Ready((End::SenderGone, from));
+                    }
+                    Poll::Ready(Ok(())) => {
+                        moved = true;
+                        self.peers[from].heard = Instant::now();
+                        match self.relay(from, read.filled()) {
+                            Ok(Fed::More) => {}
+                            Ok(Fed::Close(payload)) => {
+                                self.exchange_close(from, &payload);
+                                return Poll::Ready((End::Closed, from));
+                            }
+                            Err(end) => return Poll::Ready((end, from)),
+                        }
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready((End::SenderGone, from)),
+                    Poll::Pending => {}
+                }
+            }
+            if !moved {
+                return match self.poll_timers(cx, timer.as_mut()) {
+                    Some(ended) => Poll::Ready(ended),
+                    None => Poll::Pending,
+                };
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
 
-impl Heard<'_> {
-    fn now(&self) -> u64 {
-        self.since.elapsed().as_millis() as u64
+    /// Pings, silence and stalls. Arms `timer` for the next of them.
+    fn poll_timers(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Option<(End, usize)> {
+        loop {
+            let now = Instant::now();
+            for to in [CLIENT, UPSTREAM] {
+                let out = &mut self.peers[to].out;
+                if out.pending() >= self.settings.max_buffered {
+                    let since = *out.full_since.get_or_insert(now);
+                    if now.duration_since(since) >= self.settings.stall_timeout {
+                        return Some((End::Stalled, to));
+                    }
+                } else {
+                    out.full_since = None;
+                }
+            }
+            if now >= self.next_ping {
+                let silent_after = 2 * self.settings.ping_interval;
+                for to in [CLIENT, UPSTREAM] {
+                    if now.duration_since(self.peers[to].heard) > silent_after {
+                        return Some((End::Silent, to));
+                    }
+                }
+                for to in [CLIENT, UPSTREAM] {
+                    let mask = (to == UPSTREAM).then(new_mask);
+                    let mut ping = Vec::with_capacity(6);
+                    frame::control(&mut ping, frame::PING, &[], mask);
+                    self.peers[to].out.push_control(&ping);
+                }
+                self.next_ping = now + self.settings.ping_interval;
+                // The pings go out on the next poll.
+                cx.waker().wake_by_ref();
+            }
+            let stall_at = [CLIENT, UPSTREAM]
+                .iter()
+                .filter_map(|&to| self.peers[to].out.full_since)
+                .map(|since| since + self.settings.stall_timeout)
+                .min();
+            let next = stall_at.map_or(self.next_ping, |at| at.min(self.next_ping));
+            if timer.deadline() != next {
+                timer.as_mut().reset(next);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+        }
+    }
+
+    /// Relays what `from` sent to the other peer, frame by frame.
+    fn relay(&mut self, from: usize, mut input: &[u8]) -> Result<Fed, End> {
+        let max_message = self.settings.max_message;
+        let [client, upstream] = &mut self.peers;
+        let (source, target) = if from == CLIENT {
+            (client, upstream)
+        } else {
+            (upstream, client)
+        };
+        // Clients must mask their frames, servers must not (RFC 6455 §5.1).
+        let expect_masked = from == CLIENT;
+        while !input.is_empty() {
+            let reader = &mut source.reader;
+            let Some((head, done)) = reader.frame else {
+                // The head, which may be split across reads: then it is collected.
+                let parsed = if reader.head.is_empty() {
+                    let parsed = frame::parse_head(input).map_err(End::Violation)?;
+                    match parsed {
+                        Some((_, len)) => input = &input[len..],
+                        None => {
+                            reader.head.extend_from_slice(input);
+                            input = &[];
+                        }
+                    }
+                    parsed.map(|(head, _)| head)
+                } else {
+                    let before = reader.head.len();
+                    let take = (frame::MAX_HEAD - before).min(input.len());
+                    reader.head.extend_from_slice(&input[..take]);
+                    let parsed = frame::parse_head(&reader.head).map_err(End::Violation)?;
+                    match parsed {
+                        Some((_, len)) => {
+                            input = &input[len - before..];
+                            reader.head = Vec::new();
+                        }
+                        None => input = &input[take..],
+                    }
+                    parsed.map(|(head, _)| head)
+                };
+                let Some(head) = parsed else {
+                    continue;
+                };
+                if head.mask.is_some() != expect_masked {
+                    return Err(End::Violation(frame::PROTOCOL_ERROR));
+                }
+                if !head.is_control() {
+                    let size = match (reader.message, head.opcode) {
+                        (None, frame::TEXT | frame::BINARY) => head.len,
+                        (Some((_, size)), frame::CONTINUATION) => size.saturating_add(head.len),
+                        _ => return Err(End::Violation(frame::PROTOCOL_ERROR)),
+                    };
+                    if size > max_message {
+                        return Err(End::TooBig);
+                    }
+                    let opcode = reader.message.map_or(head.opcode, |(opcode, _)| opcode);
+                    reader.message = Some((opcode, size));
+                    reader.relay_mask = (from == CLIENT).then(new_mask);
+                    target.out.open_frame(Head {
+                        mask: reader.relay_mask,
+                        ..head
+                    });
+                }
+                reader.frame = Some((head, 0));
+                if head.len == 0 {
+                    if let Fed::Close(payload) = end_frame(source, target, from, self.counters)? {
+                        return Ok(Fed::Close(payload));
+                    }
+                }
+                continue;
+            };
+            let take = usize::try_from(head.len - done)
+                .unwrap_or(usize::MAX)
+                .min(input.len());
+            let (chunk, rest) = input.split_at(take);
+            input = rest;
+            let reader = &mut source.reader;
+            if head.is_control() {
+                let start = reader.control.len();
+                reader.control.extend_from_slice(chunk);
+                if let Some(key) = head.mask {
+                    frame::apply_mask(&mut reader.control[start..], key, done);
+                }
+            } else {
+                let data = target.out.append(chunk);
+                if let Some(key) = head.mask {
+                    frame::apply_mask(data, key, done);
+                }
+                let text = reader
+                    .message
+                    .is_some_and(|(opcode, _)| opcode == frame::TEXT);
+                if text && !reader.utf8.feed(data) {
+                    return Err(End::Violation(frame::INVALID_DATA));
+                }
+                if let Some(key) = reader.relay_mask {
+                    frame::apply_mask(data, key, done);
+                }
+            }
+            reader.frame = Some((head, done + take as u64));
+            if done + take as u64 == head.len {
+                if let Fed::Close(payload) = end_frame(source, target, from, self.counters)? {
+                    return Ok(Fed::Close(payload));
+                }
+            }
+        }
+        Ok(Fed::More)
+    }
+
+    /// `from` sent a close: it goes to the other side, and back to `from` as our answer.
+    fn exchange_close(&mut self, from: usize, payload: &[u8]) {
+        for to in [CLIENT, UPSTREAM] {
+            let mask = (to == UPSTREAM).then(new_mask);
+            let mut close = Vec::with_capacity(payload.len() + 6);
+            frame::control(&mut close, frame::CLOSE, payload, mask);
+            let out = &mut self.peers[to].out;
+            if to == from {
+                // Our answer goes after anything still owed to `from`, but a frame we were
+                // relaying to it can no longer be finished: it is cut where it stands.
+                out.abandon_open_frame();
+            }
+            out.push_control(&close);
+        }
+    }
+
+    /// Tells each side what the ending means for it (close frames where a frame boundary
+    /// allows), gives the bytes `CLOSE_WAIT` to go out, and shuts both sockets.
+    async fn finish(&mut self, (end, by): (End, usize)) {
+        let away = (frame::GOING_AWAY, "peer went away");
+        // (to the peer `by`, to the other one)
+        let (to_by, to_other) = match end {
+            End::Closed => (None, None), // exchanged already
+            End::SenderGone => (None, Some(away)),
+            End::ReceiverGone => (Some(away), None),
+            End::TooBig => (Some((frame::TOO_BIG, "message too big")), Some(away)),
+            End::Violation(code) => (Some((code, "protocol violation")), Some(away)),
+            End::Stalled => {
+                let too_slow = (frame::TRY_AGAIN_LATER, "peer too slow");
+                (Some(too_slow), Some(too_slow))
+            }
+            End::Silent => (None, Some((frame::GOING_AWAY, "peer not responding"))),
+            End::Shutdown => {
+                let going = (frame::GOING_AWAY, "gateway shutting down");
+                (Some(going), Some(going))
+            }
+        };
+        for (to, close) in [(by, to_by), (1 - by, to_other)] {
+            let out = &mut self.peers[to].out;
+            let Some((code, reason)) = close else {
+                continue;
+            };
+            // After what is queued (a stalled peer may never take it; the wait is bounded).
+            if out.drop_unsent_open_frame() {
+                let mut bytes = Vec::new();
+                frame::close(&mut bytes, code, reason, (to == UPSTREAM).then(new_mask));
+                out.push_control(&bytes);
+            }
+        }
+        let flushed = std::future::poll_fn(|cx| {
+            let mut done = true;
+            for peer in &mut self.peers {
+                match peer.flush(cx) {
+                    Ok(_) if peer.out.pending() == 0 && !peer.out.unflushed => {
+                        let _ = Pin::new(&mut peer.io).poll_shutdown(cx);
+                    }
+                    Ok(_) => done = false,
+                    Err(_) => {}
+                }
+            }
+            if done {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        let _ = tokio::time::timeout(CLOSE_WAIT, flushed).await;
     }
 }
 
-/// Moves messages from `rx` to `tx`, and keeps `tx`'s peer pinged.
-async fn pump(
-    rx: &mut SplitStream<Socket>,
-    tx: &mut SplitSink<Socket, Message>,
-    heard: Heard<'_>,
-    settings: Settings,
-    count: &(dyn Fn(u64) + Sync),
-) -> End {
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + settings.ping_interval,
-        settings.ping_interval,
-    );
-    let silent_after = 2 * settings.ping_interval.as_millis() as u64;
-    loop {
-        let message = tokio::select! {
-            message = rx.next() => message,
-            _ = ping.tick() => {
-                if heard.now().saturating_sub(heard.to.load(Ordering::Relaxed)) > silent_after {
-                    return End::Silent;
-                }
-                match tokio::time::timeout(settings.stall_timeout, tx.send(Message::Ping(Bytes::new()))).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(_)) => return End::ReceiverGone,
-                    Err(_) => return End::Stalled,
-                }
+/// The frame being read from `source` is complete.
+fn end_frame(
+    source: &mut Peer,
+    target: &mut Peer,
+    from: usize,
+    counters: &StreamCounters,
+) -> Result<Fed, End> {
+    let reader = &mut source.reader;
+    let Some((head, _)) = reader.frame.take() else {
+        return Ok(Fed::More);
+    };
+    if !head.is_control() {
+        target.out.close_frame();
+        if head.fin {
+            let Some((opcode, size)) = reader.message.take() else {
+                return Ok(Fed::More);
+            };
+            if opcode == frame::TEXT && !reader.utf8.finish() {
+                return Err(End::Violation(frame::INVALID_DATA));
             }
-        };
-        let message = match message {
-            Some(Ok(message)) => message,
-            Some(Err(tungstenite::Error::Capacity(_))) => return End::TooBig,
-            Some(Err(tungstenite::Error::Utf8(_))) => return End::Violation(CloseCode::Invalid),
-            Some(Err(tungstenite::Error::Protocol(_))) => {
-                return End::Violation(CloseCode::Protocol)
-            }
-            Some(Err(_)) | None => return End::SenderGone,
-        };
-        heard.from.store(heard.now(), Ordering::Relaxed);
-        let closing = matches!(message, Message::Close(_));
-        match message {
-            // Answered (pings) or noted (pongs) on this hop; each hop keeps its own alive.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            message => {
-                let bytes = message.len() as u64;
-                match tokio::time::timeout(settings.stall_timeout, tx.send(message)).await {
-                    Ok(Ok(())) if closing => return End::Closed,
-                    Ok(Ok(())) => count(bytes),
-                    Ok(Err(_)) => return End::ReceiverGone,
-                    Err(_) => return End::Stalled,
-                }
+            if from == CLIENT {
+                counters.up(1, size);
+            } else {
+                counters.down(1, size);
             }
         }
+        return Ok(Fed::More);
+    }
+    let payload = std::mem::take(&mut reader.control);
+    match head.opcode {
+        frame::PING => {
+            let mut pong = Vec::with_capacity(payload.len() + 6);
+            frame::control(
+                &mut pong,
+                frame::PONG,
+                &payload,
+                (from == UPSTREAM).then(new_mask),
+            );
+            source.out.push_control(&pong);
+            Ok(Fed::More)
+        }
+        frame::CLOSE => {
+            frame::check_close(&payload).map_err(End::Violation)?;
+            Ok(Fed::Close(payload))
+        }
+        _ => Ok(Fed::More), // a pong: the peer is alive, which `heard` already says
+    }
+}
+
+/// A masking key for a frame to the upstream.
+fn new_mask() -> [u8; 4] {
+    fastrand::u32(..).to_ne_bytes()
+}
+
+// === impl Peer ===
+
+impl Peer {
+    /// Writes what the outbox holds. True when anything was written.
+    fn flush(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        let out = &mut self.out;
+        let mut progress = false;
+        while out.sent < out.buf.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &out.buf[out.sent..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    out.sent += n;
+                    out.unflushed = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        out.compact();
+        if out.unflushed {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => out.unflushed = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+}
+
+// === impl Outbox ===
+
+impl Outbox {
+    fn pending(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    /// Starts a relayed frame.
+    fn open_frame(&mut self, head: Head) {
+        self.open = Some(OpenFrame::Unsent(self.buf.len()));
+        frame::write_head(&mut self.buf, head);
+    }
+
+    /// Appends payload bytes of the open frame; returns them for (un)masking in place.
+    fn append(&mut self, chunk: &[u8]) -> &mut [u8] {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(chunk);
+        &mut self.buf[start..]
+    }
+
+    /// The open frame is complete: control frames that waited for it follow.
+    fn close_frame(&mut self) {
+        self.open = None;
+        if !self.deferred.is_empty() {
+            let deferred = std::mem::take(&mut self.deferred);
+            self.buf.extend_from_slice(&deferred);
+        }
+    }
+
+    /// A whole control frame: now, or after the open frame.
+    fn push_control(&mut self, bytes: &[u8]) {
+        if self.open.is_some() {
+            self.deferred.extend_from_slice(bytes);
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// Removes an open frame none of which has been written. False when part of one has:
+    /// nothing else can follow it on this connection then.
+    fn drop_unsent_open_frame(&mut self) -> bool {
+        match self.open {
+            None => true,
+            Some(OpenFrame::Unsent(start)) if start >= self.sent => {
+                self.buf.truncate(start);
+                self.open = None;
+                self.deferred = Vec::new();
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Cuts an open frame (our close follows it); the peer will see a broken frame, which
+    /// only happens when it closes while we are relaying a frame to it.
+    fn abandon_open_frame(&mut self) {
+        if !self.drop_unsent_open_frame() {
+            self.open = None;
+            self.deferred = Vec::new();
+        }
+    }
+
+    /// Frees the buffer once everything in it is written: an idle bridge holds none.
+    fn compact(&mut self) {
+        if self.sent < self.buf.len() || self.sent == 0 {
+            return;
+        }
+        if let Some(OpenFrame::Unsent(_)) = self.open {
+            self.open = Some(OpenFrame::OnTheWire);
+        }
+        self.buf = Vec::new();
+        self.sent = 0;
     }
 }
