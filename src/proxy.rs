@@ -465,13 +465,15 @@ async fn serve_route(
             Err(error) => return refuse(error, exchange, false),
         };
         conn.activity.upgraded();
-        let streams = conn.streams.clone();
         let settings = ws::Settings::new(&rt.config.websocket);
         let request_id = exchange.request_id.clone();
-        streams.tracker.spawn(async move {
-            ws::run(client_upgrade, accepted, settings, streams.stop, request_id).await;
-            drop(streams.guard); // the connection counts as open until the bridge ends
-        });
+        ws::start(
+            client_upgrade,
+            accepted,
+            settings,
+            conn.streams.clone(),
+            request_id,
+        );
         let mut response = ws::switching_protocols(upstream_headers);
         apply_header_ops(response.headers_mut(), &policy.response_headers);
         return finish(response, exchange);

@@ -12,7 +12,7 @@
 //! `Sec-WebSocket-Accept` is right for the client too; extensions are not offered (frames
 //! pass through unchanged but for masking, so nothing may be compressed).
 //!
-//! Once both sides are open, [`run`] relays frame by frame: text stays text, binary stays
+//! Once both sides are open, [`start`] relays frame by frame: text stays text, binary stays
 //! binary, fragments stay fragments, and a close frame's code and reason go to the other side.
 //! Text is checked to be UTF-8 on its way (1007 if not), the frames to be well-formed (1002),
 //! messages to be within `max_message_size` (1009). Flow control: nothing more is read from a
@@ -35,7 +35,7 @@ mod bridge;
 mod frame;
 mod handshake;
 
-pub use bridge::run;
+pub use bridge::start;
 pub use handshake::{
     check_client_handshake, connect_upstream, is_upgrade, switching_protocols, target_from_query,
 };

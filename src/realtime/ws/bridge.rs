@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, Head, Utf8};
 use super::{Accepted, Settings};
-use crate::upstream::StreamCounters;
+use crate::server::{ConnGuard, StreamHost};
+use crate::upstream::{Lease, StreamCounters};
 
 /// How much is read from a socket at a time (on the poll's stack, not in the bridge).
 const READ_CHUNK: usize = 8 * 1024;
@@ -115,85 +117,107 @@ enum Fed {
     Close(Vec<u8>),
 }
 
-struct Bridge<'a> {
+/// A running bridge: everything it holds, which is all its task holds besides a timer.
+struct Bridge {
     peers: [Peer; 2],
     settings: Settings,
-    counters: &'a StreamCounters,
+    /// The endpoint's lease: the bridge counts as in flight there, and its counters.
+    lease: Lease,
     next_ping: Instant,
+    request_id: HeaderValue,
+    /// The client connection's guard: it counts as open until the bridge ends.
+    _conn: Arc<ConnGuard>,
 }
 
-/// Waits for the client's side of the upgrade, then runs the bridge until either side ends
-/// or `stop` (the shutdown grace period is over) fires. Holds the endpoint's lease throughout.
-pub async fn run(
+/// Starts the bridge on `streams`' task tracker: a short task waits for the client's side of
+/// the upgrade, then hands a [`Bridge`] to a task of its own, which runs until either side
+/// ends or the shutdown grace period is over. Two tasks so that the long-lived one holds only
+/// the bridge (an async fn would also keep its arguments and the waiting's state).
+pub fn start(
     client: hyper::upgrade::OnUpgrade,
     accepted: Accepted,
     settings: Settings,
-    stop: CancellationToken,
+    streams: StreamHost,
     request_id: HeaderValue,
 ) {
-    let Accepted { upstream, lease } = accepted;
-    let mut upstream = TokioIo::new(upstream);
-    let client = match client.await {
-        Ok(upgraded) => TokioIo::new(upgraded),
-        Err(e) => {
-            tracing::debug!(error = %e, "the client's upgrade did not complete");
-            // The upstream has its WebSocket open: close it properly, not by a dropped socket.
-            let mut bytes = Vec::new();
-            frame::close(
-                &mut bytes,
-                frame::GOING_AWAY,
-                "client went away",
-                Some(fastrand::u32(..).to_ne_bytes()),
-            );
-            let _ = tokio::time::timeout(
-                CLOSE_WAIT,
-                tokio::io::AsyncWriteExt::write_all(&mut upstream, &bytes),
-            )
-            .await;
-            return;
-        }
-    };
-    let now = Instant::now();
-    let peer = |io| Peer {
-        io,
-        reader: Reader::default(),
-        out: Outbox::default(),
-        heard: now,
-    };
-    let end = Bridge {
-        peers: [peer(client), peer(upstream)],
-        settings,
-        counters: &lease.endpoint().stats.ws,
-        next_ping: now + settings.ping_interval,
-    }
-    .run(stop)
-    .await;
-    tracing::debug!(
-        request_id = request_id.to_str().unwrap_or_default(),
-        upstream = &*lease.endpoint().label,
-        ?end,
-        "WebSocket bridge ended"
-    );
-    drop(lease);
+    let tracker = streams.tracker.clone();
+    tracker.spawn(async move {
+        let Accepted { upstream, lease } = accepted;
+        let mut upstream = TokioIo::new(upstream);
+        let client = match client.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(e) => {
+                tracing::debug!(error = %e, "the client's upgrade did not complete");
+                // The upstream has its WebSocket open: close it properly, not by dropping it.
+                let mut bytes = Vec::new();
+                frame::close(
+                    &mut bytes,
+                    frame::GOING_AWAY,
+                    "client went away",
+                    Some(new_mask()),
+                );
+                let write = tokio::io::AsyncWriteExt::write_all(&mut upstream, &bytes);
+                let _ = tokio::time::timeout(CLOSE_WAIT, write).await;
+                return;
+            }
+        };
+        let now = Instant::now();
+        let peer = |io| Peer {
+            io,
+            reader: Reader::default(),
+            out: Outbox::default(),
+            heard: now,
+        };
+        let bridge = Bridge {
+            peers: [peer(client), peer(upstream)],
+            settings,
+            lease,
+            next_ping: now + settings.ping_interval,
+            request_id,
+            _conn: streams.guard,
+        };
+        streams.tracker.spawn(bridge.run(streams.stop));
+    });
 }
 
 // === impl Bridge ===
 
-impl Bridge<'_> {
-    async fn run(&mut self, stop: CancellationToken) -> (End, usize) {
-        let timer = tokio::time::sleep_until(self.next_ping);
-        tokio::pin!(timer);
-        let stopped = stop.cancelled();
-        tokio::pin!(stopped);
-        let ended = std::future::poll_fn(|cx| {
-            if stopped.as_mut().poll(cx).is_ready() {
-                return Poll::Ready((End::Shutdown, CLIENT));
-            }
-            self.poll_relay(cx, timer.as_mut())
-        })
-        .await;
-        self.finish(ended).await;
-        ended
+impl Bridge {
+    /// The bridge's task. Not an `async fn`: that would move `self` into its body a second
+    /// time, and an idle bridge would hold two copies of itbridge.
+    fn run(self, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+        let mut bridge = self;
+        async move {
+            let timer = tokio::time::sleep_until(bridge.next_ping);
+            tokio::pin!(timer);
+            let ended = {
+                let stopped = stop.cancelled();
+                tokio::pin!(stopped);
+                std::future::poll_fn(|cx| {
+                    if stopped.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready((End::Shutdown, CLIENT));
+                    }
+                    bridge.poll_relay(cx, timer.as_mut())
+                })
+                .await
+            };
+            bridge.queue_closes(ended);
+            // The same timer bounds the closing.
+            timer.as_mut().reset(Instant::now() + CLOSE_WAIT);
+            std::future::poll_fn(|cx| {
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                bridge.poll_close(cx)
+            })
+            .await;
+            tracing::debug!(
+                request_id = bridge.request_id.to_str().unwrap_or_default(),
+                upstream = &*bridge.lease.endpoint().label,
+                end = ?ended.0,
+                "WebSocket bridge ended"
+            );
+        }
     }
 
     /// Moves bytes both ways until nothing moves, then waits; ends with how the bridge ended
@@ -304,6 +328,7 @@ impl Bridge<'_> {
     /// Relays what `from` sent to the other peer, frame by frame.
     fn relay(&mut self, from: usize, mut input: &[u8]) -> Result<Fed, End> {
         let max_message = self.settings.max_message;
+        let counters = &self.lease.endpoint().stats.ws;
         let [client, upstream] = &mut self.peers;
         let (source, target) = if from == CLIENT {
             (client, upstream)
@@ -365,7 +390,7 @@ impl Bridge<'_> {
                 }
                 reader.frame = Some((head, 0));
                 if head.len == 0 {
-                    if let Fed::Close(payload) = end_frame(source, target, from, self.counters)? {
+                    if let Fed::Close(payload) = end_frame(source, target, from, counters)? {
                         return Ok(Fed::Close(payload));
                     }
                 }
@@ -400,7 +425,7 @@ impl Bridge<'_> {
             }
             reader.frame = Some((head, done + take as u64));
             if done + take as u64 == head.len {
-                if let Fed::Close(payload) = end_frame(source, target, from, self.counters)? {
+                if let Fed::Close(payload) = end_frame(source, target, from, counters)? {
                     return Ok(Fed::Close(payload));
                 }
             }
@@ -424,9 +449,10 @@ impl Bridge<'_> {
         }
     }
 
-    /// Tells each side what the ending means for it (close frames where a frame boundary
-    /// allows), gives the bytes `CLOSE_WAIT` to go out, and shuts both sockets.
-    async fn finish(&mut self, (end, by): (End, usize)) {
+    /// Tells each side what the ending means for it: a close frame, where a frame boundary
+    /// allows (after what is queued; a stalled peer may never take it, and the wait for it is
+    /// bounded).
+    fn queue_closes(&mut self, (end, by): (End, usize)) {
         let away = (frame::GOING_AWAY, "peer went away");
         // (to the peer `by`, to the other one)
         let (to_by, to_other) = match end {
@@ -450,31 +476,31 @@ impl Bridge<'_> {
             let Some((code, reason)) = close else {
                 continue;
             };
-            // After what is queued (a stalled peer may never take it; the wait is bounded).
             if out.drop_unsent_open_frame() {
                 let mut bytes = Vec::new();
                 frame::close(&mut bytes, code, reason, (to == UPSTREAM).then(new_mask));
                 out.push_control(&bytes);
             }
         }
-        let flushed = std::future::poll_fn(|cx| {
-            let mut done = true;
-            for peer in &mut self.peers {
-                match peer.flush(cx) {
-                    Ok(_) if peer.out.pending() == 0 && !peer.out.unflushed => {
-                        let _ = Pin::new(&mut peer.io).poll_shutdown(cx);
-                    }
-                    Ok(_) => done = false,
-                    Err(_) => {}
+    }
+
+    /// Writes what is left for each peer, then shuts its socket.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut done = true;
+        for peer in &mut self.peers {
+            match peer.flush(cx) {
+                Ok(_) if peer.out.pending() == 0 && !peer.out.unflushed => {
+                    let _ = Pin::new(&mut peer.io).poll_shutdown(cx);
                 }
+                Ok(_) => done = false,
+                Err(_) => {}
             }
-            if done {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        });
-        let _ = tokio::time::timeout(CLOSE_WAIT, flushed).await;
+        }
+        if done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
