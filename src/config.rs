@@ -155,15 +155,15 @@ pub enum RouteCache {
 /// `[websocket]`: the bridge between a client's WebSocket and its upstream's.
 #[derive(Debug, Clone)]
 pub struct WebSocketConfig {
-    /// `WS_MAX_BUFFERED_BYTES`: a cap on tungstenite's write buffer for a slow peer. Flow
-    /// control is per message (nothing more is read while one waits), so at most one message
-    /// is buffered per direction whatever this says. Default is 2,000,000 bytes.
+    /// `WS_MAX_BUFFERED_BYTES`: flow control. While this many bytes wait for a peer, nothing
+    /// more is read from the other side; if that lasts `stall_timeout`, both get 1013.
+    /// Default is 2,000,000 bytes.
     pub max_buffered_bytes: u64,
     /// `WS_PING_INTERVAL_MS`: pings to both peers this often; a peer silent for two
     /// intervals is closed. Default is 30 seconds.
     pub ping_interval: Duration,
-    /// Larger messages (and frames) are refused with close code 1009. Default is 1 MiB: a
-    /// bridge keeps buffers as large as the largest message it has carried.
+    /// Larger messages (and frames) are refused with close code 1009. Default is 1 MiB.
+    /// Frames are relayed as they arrive, so this bounds what a peer may send, not a buffer.
     pub max_message_size: u64,
     /// How long a peer may keep refusing data (backpressure) before the bridge gives up with
     /// close code 1013. Default is 30 seconds.
