@@ -548,3 +548,49 @@ async fn a_client_frame_unmasked_or_with_reserved_bits_is_a_protocol_error() {
         assert_eq!(up.close().await.map(|c| c.0), Some(1001));
     }
 }
+
+#[tokio::test]
+async fn a_client_that_pings_and_never_reads_is_cut_off_not_buffered_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = WsUpstream::start().await;
+    let toml = format!(
+        "[websocket]\nmax_buffered_bytes = \"64KiB\"\nstall_timeout = \"30s\"\n{}",
+        service("s", &[up.url()])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(gw.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws/s?path=/x HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    // Masked pings with 125-byte payloads, each owed a pong that is never read.
+    let mut ping = vec![0x89, 0x80 | 125, 1, 2, 3, 4];
+    ping.extend(std::iter::repeat_n(b'p' ^ 1, 125));
+    let burst: Vec<u8> = ping.repeat(100);
+    // The gateway stops reading from a client it owes 64 KiB: the writes soon block (only
+    // socket buffers fill), and nothing piles up in the gateway.
+    let mut written = 0usize;
+    while written < 64 << 20 {
+        let write = stream.write_all(&burst);
+        match tokio::time::timeout(Duration::from_secs(1), write).await {
+            Ok(Ok(())) => written += burst.len(),
+            Ok(Err(e)) => panic!("the connection failed before the stall timeout: {e}"),
+            Err(_) => break, // blocked: the gateway is not reading
+        }
+    }
+    assert!(
+        written < 16 << 20,
+        "the gateway read {written} bytes of pings it could not answer"
+    );
+}

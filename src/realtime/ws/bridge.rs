@@ -239,8 +239,11 @@ impl Bridge {
             }
             for from in [CLIENT, UPSTREAM] {
                 let to = 1 - from;
-                if self.peers[to].out.pending() >= self.settings.max_buffered {
-                    continue; // flow control: the receiver is behind
+                // Flow control: the receiver is behind, or the sender itself is (our pongs to
+                // a peer that pings and never reads must not pile up either).
+                let behind = |peer: &Peer| peer.out.pending() >= self.settings.max_buffered;
+                if behind(&self.peers[to]) || behind(&self.peers[from]) {
+                    continue;
                 }
                 let mut read = ReadBuf::new(&mut scratch);
                 match Pin::new(&mut self.peers[from].io).poll_read(cx, &mut read) {
