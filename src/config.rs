@@ -156,7 +156,8 @@ pub enum RouteCache {
 #[derive(Debug, Clone)]
 pub struct WebSocketConfig {
     /// `WS_MAX_BUFFERED_BYTES`: flow control. While this many bytes wait for a peer, nothing
-    /// more is read from the other side; if that lasts `stall_timeout`, both get 1013.
+    /// more is read from the other side; if the peer then takes nothing for `stall_timeout`,
+    /// both get 1013.
     /// Default is 2,000,000 bytes.
     pub max_buffered_bytes: u64,
     /// `WS_PING_INTERVAL_MS`: pings to both peers this often; a peer silent for two

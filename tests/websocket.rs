@@ -594,3 +594,400 @@ async fn a_client_that_pings_and_never_reads_is_cut_off_not_buffered_for() {
         "the gateway read {written} bytes of pings it could not answer"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The frame relay against raw sockets on both sides: frames split and held back at will.
+
+mod raw_ws {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+    /// A whole frame; masked (with a fixed key) when `mask`.
+    pub fn frame(opcode: u8, fin: bool, payload: &[u8], mask: bool) -> Vec<u8> {
+        let mut out = head(opcode, fin, payload.len() as u64, mask);
+        let key = [0x11, 0x22, 0x33, 0x44];
+        out.extend(
+            payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| if mask { b ^ key[i % 4] } else { *b }),
+        );
+        out
+    }
+
+    /// Only a frame head declaring `len` payload bytes (mask key 11 22 33 44 when `mask`).
+    pub fn head(opcode: u8, fin: bool, len: u64, mask: bool) -> Vec<u8> {
+        let mut out = vec![u8::from(fin) << 7 | opcode];
+        let m = if mask { 0x80 } else { 0 };
+        match len {
+            0..=125 => out.push(m | len as u8),
+            126..=0xFFFF => {
+                out.push(m | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(m | 127);
+                out.extend_from_slice(&len.to_be_bytes());
+            }
+        }
+        if mask {
+            out.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+        }
+        out
+    }
+
+    async fn read_head(stream: &mut TcpStream) -> String {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    /// A raw client through the gateway's `/ws/s?path=...`, after its `101`.
+    pub async fn client(gw: SocketAddr, path: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(gw).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let request = format!(
+            "GET /ws/s?path={path} HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let head = read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        stream
+    }
+
+    /// A raw WebSocket upstream: answers the upgrade, then hands the socket to `serve`.
+    pub async fn upstream<F, Fut>(serve: F) -> String
+    where
+        F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serve = std::sync::Arc::new(serve);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let serve = serve.clone();
+                tokio::spawn(async move {
+                    stream.set_nodelay(true).unwrap();
+                    let head = read_head(&mut stream).await;
+                    let key = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("sec-websocket-key")
+                                .then(|| value.trim().to_owned())
+                        })
+                        .unwrap();
+                    let reply = format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                        derive_accept_key(key.as_bytes())
+                    );
+                    stream.write_all(reply.as_bytes()).await.unwrap();
+                    serve(stream).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// One frame: (first byte, unmasked payload).
+    pub async fn read_frame(stream: &mut TcpStream, wait: Duration) -> Option<(u8, Vec<u8>)> {
+        tokio::time::timeout(wait, async {
+            let first = stream.read_u8().await.ok()?;
+            let second = stream.read_u8().await.ok()?;
+            let len = match second & 0x7F {
+                126 => u64::from(stream.read_u16().await.ok()?),
+                127 => stream.read_u64().await.ok()?,
+                n => u64::from(n),
+            };
+            let mut key = [0u8; 4];
+            if second & 0x80 != 0 {
+                stream.read_exact(&mut key).await.ok()?;
+            }
+            let mut payload = vec![0u8; len as usize];
+            stream.read_exact(&mut payload).await.ok()?;
+            if second & 0x80 != 0 {
+                for (i, b) in payload.iter_mut().enumerate() {
+                    *b ^= key[i % 4];
+                }
+            }
+            Some((first, payload))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// A text message whose last frame ends inside a character is invalid (1007 to the sender),
+/// and, like any other invalid text, does not reach the other side: the upstream's first
+/// frame is the 1001 close.
+#[tokio::test]
+async fn ws_text_ending_inside_a_character_is_not_relayed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    let seen_tx = Arc::new(Mutex::new(Some(seen_tx)));
+    let url = raw_ws::upstream(move |mut stream| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            let mut got = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut got)).await;
+            if let Some(tx) = seen_tx.lock().unwrap().take() {
+                let _ = tx.send(got);
+            }
+        }
+    })
+    .await;
+    let gw = TestGateway::start(&service("s", &[url]), &[]).await;
+    let mut client = raw_ws::client(gw.addr, "/x").await;
+    client
+        .write_all(&raw_ws::frame(0x1, true, b"abc\xE2\x82", true))
+        .await
+        .unwrap();
+    let (first, payload) = raw_ws::read_frame(&mut client, Duration::from_secs(3))
+        .await
+        .expect("a close frame");
+    assert_eq!((first, &payload[..2]), (0x88, &1007u16.to_be_bytes()[..]));
+    let upstream_got = tokio::time::timeout(Duration::from_secs(5), seen_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        upstream_got.first(),
+        Some(&0x88),
+        "the upstream's first frame should be the close, not the invalid text: {upstream_got:x?}"
+    );
+}
+
+/// While a frame from the upstream is still arriving, pongs owed to the client wait behind
+/// it; they count towards the client's outbox, so a client that pings meanwhile is no longer
+/// read from once `max_buffered_bytes` are owed to it (its writes block), and nothing piles up.
+#[tokio::test]
+async fn ws_pongs_waiting_behind_an_open_frame_count_for_flow_control() {
+    use tokio::io::AsyncWriteExt;
+    let url = raw_ws::upstream(|mut stream| async move {
+        // Start a 900 KB binary frame, send 1 KB of it, then stay quiet.
+        let mut start = raw_ws::head(0x2, true, 900_000, false);
+        start.extend_from_slice(&[b'v'; 1024]);
+        let _ = stream.write_all(&start).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(stream);
+    })
+    .await;
+    let toml = format!(
+        "[websocket]\nmax_buffered_bytes = \"64KiB\"\nstall_timeout = \"30s\"\n{}",
+        service("s", &[url])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let client = raw_ws::client(gw.addr, "/x").await;
+    let (mut rx, mut tx) = client.into_split();
+    // The client reads everything it is sent: it is not slow.
+    let reader = tokio::spawn(async move {
+        let mut sink = tokio::io::sink();
+        let _ = tokio::io::copy(&mut rx, &mut sink).await;
+    });
+    let pings: Vec<u8> = (0..1000)
+        .flat_map(|_| raw_ws::frame(0x9, true, &[b'p'; 125], true))
+        .collect();
+    // 64 MiB of pings at most; a write blocked for a second means the gateway stopped reading.
+    let mut sent = 0usize;
+    while sent < 64 << 20 {
+        match tokio::time::timeout(Duration::from_secs(1), tx.write_all(&pings)).await {
+            Ok(Ok(())) => sent += pings.len(),
+            Ok(Err(e)) => panic!("the connection failed: {e}"),
+            Err(_) => break,
+        }
+    }
+    reader.abort();
+    assert!(
+        sent < 16 << 20,
+        "the gateway read {} MiB of pings whose pongs could not go out",
+        sent >> 20
+    );
+}
+
+/// Our keepalive pings to the client wait behind a frame being relayed to it, so a client is
+/// not judged silent while one is: an upstream that streams one frame for longer than two
+/// ping intervals does not get a responsive client dropped.
+#[tokio::test]
+async fn ws_a_slowly_streamed_frame_does_not_get_a_responsive_client_dropped() {
+    use tokio::io::AsyncWriteExt;
+    const LEN: usize = 200_000;
+    let url = raw_ws::upstream(|stream| async move {
+        let (mut rx, mut tx) = stream.into_split();
+        // Answer pings: read and discard (the bridge only needs to hear bytes).
+        tokio::spawn(async move {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut rx, &mut sink).await;
+        });
+        let _ = tx
+            .write_all(&raw_ws::head(0x2, true, LEN as u64, false))
+            .await;
+        // 200 KB over 2 s.
+        for _ in 0..20 {
+            if tx.write_all(&[b's'; LEN / 20]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let toml = format!(
+        "[websocket]\nping_interval = \"200ms\"\n{}",
+        service("s", &[url])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let mut client = raw_ws::client(gw.addr, "/x").await;
+    loop {
+        let frame = raw_ws::read_frame(&mut client, Duration::from_secs(5)).await;
+        match frame {
+            Some((0x89, payload)) => {
+                client
+                    .write_all(&raw_ws::frame(0xA, true, &payload, true))
+                    .await
+                    .unwrap();
+            }
+            Some((0x82, payload)) => {
+                assert_eq!(payload.len(), LEN);
+                return;
+            }
+            other => panic!(
+                "a responsive client was cut off mid-frame: {:?}",
+                other.map(|(b, p)| (b, p.len()))
+            ),
+        }
+    }
+}
+
+/// A side the bridge stops reading for flow control cannot be heard (its pongs wait unread):
+/// it is not judged silent, and the stall ends as stalls do, 1013 after stall_timeout, even
+/// when that is many ping intervals.
+#[tokio::test]
+async fn ws_a_flow_controlled_sender_is_not_dropped_as_silent_before_stall_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<Option<(u16, Duration)>>();
+    let close_tx = Arc::new(Mutex::new(Some(close_tx)));
+    let url = raw_ws::upstream(move |stream| {
+        let close_tx = close_tx.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let (mut rx, mut tx) = stream.into_split();
+            let flood = tokio::spawn(async move {
+                let chunk = raw_ws::frame(0x2, true, &[b'u'; 65536], false);
+                for _ in 0..4096 {
+                    if tx.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            // Find the first close frame in what comes from the gateway (pings, the client's
+            // texts, the close), answering nothing.
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8192];
+            let mut close = None;
+            'read: while started.elapsed() < Duration::from_secs(15) {
+                match tokio::time::timeout(Duration::from_secs(15), rx.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+                let mut at = 0;
+                while got.len() >= at + 2 {
+                    let len = usize::from(got[at + 1] & 0x7F);
+                    assert!(len < 126, "short frames only here");
+                    let end = at + 6 + len;
+                    if got.len() < end {
+                        break;
+                    }
+                    if got[at] == 0x88 {
+                        let mut code = [got[at + 6] ^ got[at + 2], got[at + 7] ^ got[at + 3]];
+                        code.reverse();
+                        close = Some((u16::from_le_bytes(code), started.elapsed()));
+                        break 'read;
+                    }
+                    at = end;
+                }
+            }
+            flood.abort();
+            if let Some(tx) = close_tx.lock().unwrap().take() {
+                let _ = tx.send(close);
+            }
+        }
+    })
+    .await;
+    let toml = format!(
+        "[websocket]\nping_interval = \"300ms\"\nstall_timeout = \"3s\"\nmax_buffered_bytes = 100000\n{}",
+        service("s", &[url])
+    );
+    let gw = TestGateway::start(&toml, &[]).await;
+    let mut client = raw_ws::client(gw.addr, "/x").await;
+    // The client never reads, but keeps talking (so it is heard).
+    let talker = tokio::spawn(async move {
+        for _ in 0..100 {
+            if client
+                .write_all(&raw_ws::frame(0x1, true, b"still here", true))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let close = tokio::time::timeout(Duration::from_secs(20), close_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    talker.abort();
+    let (code, after) = close.expect("the upstream got no close frame at all");
+    assert_eq!(code, 1013, "closed with {code} after {after:?}");
+    assert!(after >= Duration::from_millis(2500), "1013 after {after:?}");
+}
+
+/// A client that closes while a frame from the upstream is half relayed to it gets no close
+/// frame written into the middle of that frame: its connection just ends.
+#[tokio::test]
+async fn ws_a_close_is_never_written_inside_a_half_relayed_frame() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = raw_ws::upstream(|stream| async move {
+        let (mut rx, mut tx) = stream.into_split();
+        tokio::spawn(async move {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut rx, &mut sink).await;
+        });
+        let mut start = raw_ws::head(0x2, true, 100_000, false);
+        start.extend_from_slice(&[b's'; 1000]);
+        let _ = tx.write_all(&start).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let gw = TestGateway::start(&service("s", &[url]), &[]).await;
+    let mut client = raw_ws::client(gw.addr, "/x").await;
+    let mut first = vec![0u8; 10 + 1000];
+    tokio::time::timeout(Duration::from_secs(3), client.read_exact(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..10], &raw_ws::head(0x2, true, 100_000, false)[..]);
+    client
+        .write_all(&raw_ws::frame(0x8, true, &1000u16.to_be_bytes(), true))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), client.read_to_end(&mut rest)).await;
+    assert!(
+        rest.iter().all(|&b| b == b's'),
+        "bytes that are not the frame's payload arrived inside it: {:x?}",
+        &rest[..rest.len().min(32)]
+    );
+}

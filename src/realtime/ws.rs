@@ -16,10 +16,10 @@
 //! binary, fragments stay fragments, and a close frame's code and reason go to the other side.
 //! Text is checked to be UTF-8 on its way (1007 if not), the frames to be well-formed (1002),
 //! messages to be within `max_message_size` (1009). Flow control: nothing more is read from a
-//! side while `max_buffered_bytes` wait for the other; if that lasts `stall_timeout`, both
-//! sides are closed with 1013. Pings go to both peers every `ping_interval` (theirs are
-//! answered here); a peer not heard from for two intervals is dropped and the other told
-//! 1001. On shutdown, bridges run until the grace period is over, then both sides get 1001.
+//! side while `max_buffered_bytes` wait for the other; if that one then takes nothing for
+//! `stall_timeout`, both sides are closed with 1013. Pings go to both peers every
+//! `ping_interval` (theirs are answered here); a peer not heard from for two intervals is
+//! dropped and the other told 1001. On shutdown, bridges run until the grace period is over, then both sides get 1001.
 //!
 //! The opening lives in [`handshake`], the frames in [`bridge`]; this file holds what both
 //! share (the limits, and the upstream side handed from one to the other).

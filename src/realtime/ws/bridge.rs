@@ -8,9 +8,13 @@
 //! rewritten (a client's frames are masked, ours to the client are not; ours to the upstream
 //! are masked with a key of our own) and its payload unmasked, checked and remasked into the
 //! other side's outbox, which exists only while it holds bytes. Nothing more is read from a
-//! side while the other side's outbox holds `max_buffered` bytes or more (flow control); if it
-//! stays there for `stall_timeout`, both sides get 1013. Pings and pongs belong to each hop:
-//! a peer's ping is answered here, pongs are only noted, and our own pings go to both peers.
+//! side while the other side's outbox (or its own: pongs owed to it) holds `max_buffered`
+//! bytes or more (flow control); if the slow peer then takes nothing for `stall_timeout`, both
+//! sides get 1013. Pings and pongs belong to each hop: a peer's ping is answered here, pongs
+//! are only noted, and our own pings go to both peers. A peer is judged silent only while we
+//! read from it and our pings can reach it (not behind a frame still being relayed to it).
+//! A close goes to the other side and is echoed to its sender; where part of a frame has
+//! already gone to a peer, no close can follow and its connection just ends.
 
 use std::future::Future;
 use std::io;
@@ -256,7 +260,7 @@ impl Bridge {
                         match self.relay(from, read.filled()) {
                             Ok(Fed::More) => {}
                             Ok(Fed::Close(payload)) => {
-                                self.exchange_close(from, &payload);
+                                self.exchange_close(&payload);
                                 return Poll::Ready((End::Closed, from));
                             }
                             Err(end) => return Poll::Ready((end, from)),
@@ -298,8 +302,17 @@ impl Bridge {
             }
             if now >= self.next_ping {
                 let silent_after = 2 * self.settings.ping_interval;
+                let max_buffered = self.settings.max_buffered;
+                let behind = |peer: &Peer| peer.out.pending() >= max_buffered;
                 for to in [CLIENT, UPSTREAM] {
-                    if now.duration_since(self.peers[to].heard) > silent_after {
+                    // Not silence: we are not reading from it (flow control), or our ping
+                    // waits behind a frame we are still relaying to it. Its clock restarts.
+                    let unheard = behind(&self.peers[to]) || behind(&self.peers[1 - to]);
+                    let unasked = self.peers[to].out.open.is_some();
+                    let peer = &mut self.peers[to];
+                    if unheard || unasked {
+                        peer.heard = now;
+                    } else if now.duration_since(peer.heard) > silent_after {
                         return Some((End::Silent, to));
                     }
                 }
@@ -436,19 +449,18 @@ impl Bridge {
         Ok(Fed::More)
     }
 
-    /// `from` sent a close: it goes to the other side, and back to `from` as our answer.
-    fn exchange_close(&mut self, from: usize, payload: &[u8]) {
+    /// A close came from one side: it goes to the other, and back to the sender as our answer.
+    fn exchange_close(&mut self, payload: &[u8]) {
         for to in [CLIENT, UPSTREAM] {
             let mask = (to == UPSTREAM).then(new_mask);
             let mut close = Vec::with_capacity(payload.len() + 6);
             frame::control(&mut close, frame::CLOSE, payload, mask);
+            // After anything still owed to that side; if part of a frame we were relaying to
+            // it has gone out, no close can follow (its connection just ends).
             let out = &mut self.peers[to].out;
-            if to == from {
-                // Our answer goes after anything still owed to `from`, but a frame we were
-                // relaying to it can no longer be finished: it is cut where it stands.
-                out.abandon_open_frame();
+            if out.drop_unsent_open_frame() {
+                out.push_control(&close);
             }
-            out.push_control(&close);
         }
     }
 
@@ -519,14 +531,19 @@ fn end_frame(
         return Ok(Fed::More);
     };
     if !head.is_control() {
-        target.out.close_frame();
-        if head.fin {
-            let Some((opcode, size)) = reader.message.take() else {
-                return Ok(Fed::More);
-            };
-            if opcode == frame::TEXT && !reader.utf8.finish() {
+        let message = if head.fin {
+            reader.message.take()
+        } else {
+            None
+        };
+        // Checked while the frame is still open, so that bad text can be taken back.
+        if let Some((frame::TEXT, _)) = message {
+            if !reader.utf8.finish() {
                 return Err(End::Violation(frame::INVALID_DATA));
             }
+        }
+        target.out.close_frame();
+        if let Some((_, size)) = message {
             if from == CLIENT {
                 counters.up(1, size);
             } else {
@@ -575,6 +592,8 @@ impl Peer {
                     out.sent += n;
                     out.unflushed = true;
                     progress = true;
+                    // A peer that takes bytes is slow, not stalled.
+                    out.full_since = None;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => break,
@@ -595,8 +614,9 @@ impl Peer {
 // === impl Outbox ===
 
 impl Outbox {
+    /// Bytes waiting for the peer, including control frames waiting for the open frame.
     fn pending(&self) -> usize {
-        self.buf.len() - self.sent
+        self.buf.len() - self.sent + self.deferred.len()
     }
 
     /// Starts a relayed frame.
@@ -642,15 +662,6 @@ impl Outbox {
                 true
             }
             Some(_) => false,
-        }
-    }
-
-    /// Cuts an open frame (our close follows it); the peer will see a broken frame, which
-    /// only happens when it closes while we are relaying a frame to it.
-    fn abandon_open_frame(&mut self) {
-        if !self.drop_unsent_open_frame() {
-            self.open = None;
-            self.deferred = Vec::new();
         }
     }
 
