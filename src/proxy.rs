@@ -451,14 +451,16 @@ async fn serve_route(
             Some(query) => format!("{path}?{query}"),
             None => path,
         };
-        let upstream = ws::connect_upstream(
+        // Boxed: the handshake's state is several KiB, and inline it would make every
+        // request's future that much larger (hyper moves it; bench/instructions).
+        let upstream = Box::pin(ws::connect_upstream(
             service,
             &path_and_query,
             upstream_headers,
             client_key,
             hash_key,
             policy.response_timeout,
-        )
+        ))
         .await;
         let (accepted, upstream_headers) = match upstream {
             Ok(accepted) => accepted,
