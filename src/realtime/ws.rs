@@ -34,6 +34,7 @@ use crate::upstream::Lease;
 mod bridge;
 mod frame;
 mod handshake;
+mod outbox;
 
 pub use bridge::start;
 pub use handshake::{

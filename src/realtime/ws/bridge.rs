@@ -31,6 +31,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, Head, Utf8};
+use super::outbox::Outbox;
 use super::{Accepted, Settings};
 use crate::server::{ConnGuard, StreamHost};
 use crate::upstream::{Lease, StreamCounters};
@@ -90,28 +91,6 @@ struct Reader {
     utf8: Utf8,
     /// A control frame's payload being collected (at most 125 bytes).
     control: Vec<u8>,
-}
-
-/// Bytes waiting to be written to one peer. Emptied, it frees its memory.
-#[derive(Default)]
-struct Outbox {
-    buf: Vec<u8>,
-    /// How much of `buf` has been written.
-    sent: usize,
-    /// A relayed frame not yet complete in `buf`: where its head starts, or `OnTheWire` once
-    /// part of it has been written. Control frames must wait for it (`deferred`).
-    open: Option<OpenFrame>,
-    deferred: Vec<u8>,
-    /// Written but not yet flushed (a TLS stream holds bytes until flushed).
-    unflushed: bool,
-    /// Since when this outbox has held `max_buffered` bytes or more.
-    full_since: Option<Instant>,
-}
-
-#[derive(Clone, Copy)]
-enum OpenFrame {
-    Unsent(usize),
-    OnTheWire,
 }
 
 /// What a peer's bytes amounted to, besides relayed data.
@@ -308,7 +287,7 @@ impl Bridge {
                     // Not silence: we are not reading from it (flow control), or our ping
                     // waits behind a frame we are still relaying to it. Its clock restarts.
                     let unheard = behind(&self.peers[to]) || behind(&self.peers[1 - to]);
-                    let unasked = self.peers[to].out.open.is_some();
+                    let unasked = self.peers[to].out.has_open_frame();
                     let peer = &mut self.peers[to];
                     if unheard || unasked {
                         peer.heard = now;
@@ -504,7 +483,7 @@ impl Bridge {
         let mut done = true;
         for peer in &mut self.peers {
             match peer.flush(cx) {
-                Ok(_) if peer.out.pending() == 0 && !peer.out.unflushed => {
+                Ok(_) if peer.out.is_drained() => {
                     let _ = Pin::new(&mut peer.io).poll_shutdown(cx);
                 }
                 Ok(_) => done = false,
@@ -583,97 +562,6 @@ fn new_mask() -> [u8; 4] {
 impl Peer {
     /// Writes what the outbox holds. True when anything was written.
     fn flush(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
-        let out = &mut self.out;
-        let mut progress = false;
-        while out.sent < out.buf.len() {
-            match Pin::new(&mut self.io).poll_write(cx, &out.buf[out.sent..]) {
-                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => {
-                    out.sent += n;
-                    out.unflushed = true;
-                    progress = true;
-                    // A peer that takes bytes is slow, not stalled.
-                    out.full_since = None;
-                }
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => break,
-            }
-        }
-        out.compact();
-        if out.unflushed {
-            match Pin::new(&mut self.io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => out.unflushed = false,
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => {}
-            }
-        }
-        Ok(progress)
-    }
-}
-
-// === impl Outbox ===
-
-impl Outbox {
-    /// Bytes waiting for the peer, including control frames waiting for the open frame.
-    fn pending(&self) -> usize {
-        self.buf.len() - self.sent + self.deferred.len()
-    }
-
-    /// Starts a relayed frame.
-    fn open_frame(&mut self, head: Head) {
-        self.open = Some(OpenFrame::Unsent(self.buf.len()));
-        frame::write_head(&mut self.buf, head);
-    }
-
-    /// Appends payload bytes of the open frame; returns them for (un)masking in place.
-    fn append(&mut self, chunk: &[u8]) -> &mut [u8] {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(chunk);
-        &mut self.buf[start..]
-    }
-
-    /// The open frame is complete: control frames that waited for it follow.
-    fn close_frame(&mut self) {
-        self.open = None;
-        if !self.deferred.is_empty() {
-            let deferred = std::mem::take(&mut self.deferred);
-            self.buf.extend_from_slice(&deferred);
-        }
-    }
-
-    /// A whole control frame: now, or after the open frame.
-    fn push_control(&mut self, bytes: &[u8]) {
-        if self.open.is_some() {
-            self.deferred.extend_from_slice(bytes);
-        } else {
-            self.buf.extend_from_slice(bytes);
-        }
-    }
-
-    /// Removes an open frame none of which has been written. False when part of one has:
-    /// nothing else can follow it on this connection then.
-    fn drop_unsent_open_frame(&mut self) -> bool {
-        match self.open {
-            None => true,
-            Some(OpenFrame::Unsent(start)) if start >= self.sent => {
-                self.buf.truncate(start);
-                self.open = None;
-                self.deferred = Vec::new();
-                true
-            }
-            Some(_) => false,
-        }
-    }
-
-    /// Frees the buffer once everything in it is written: an idle bridge holds none.
-    fn compact(&mut self) {
-        if self.sent < self.buf.len() || self.sent == 0 {
-            return;
-        }
-        if let Some(OpenFrame::Unsent(_)) = self.open {
-            self.open = Some(OpenFrame::OnTheWire);
-        }
-        self.buf = Vec::new();
-        self.sent = 0;
+        self.out.write_to(&mut self.io, cx)
     }
 }
