@@ -523,20 +523,7 @@ async fn a_client_frame_unmasked_or_with_reserved_bits_is_a_protocol_error() {
     for bad in bad_frames {
         let up = WsUpstream::start().await;
         let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
-        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        stream
-            .write_all(
-                b"GET /ws/s?path=/x HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n\
-                  Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-            )
-            .await
-            .unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.unwrap());
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+        let mut stream = raw_ws::client(gw.addr, "/x").await;
         stream.write_all(bad).await.unwrap();
         let mut close = [0u8; 4];
         tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut close))
@@ -551,7 +538,7 @@ async fn a_client_frame_unmasked_or_with_reserved_bits_is_a_protocol_error() {
 
 #[tokio::test]
 async fn a_client_that_pings_and_never_reads_is_cut_off_not_buffered_for() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let up = WsUpstream::start().await;
     let toml = format!(
         "[websocket]\nmax_buffered_bytes = \"64KiB\"\nstall_timeout = \"30s\"\n{}",
@@ -560,20 +547,7 @@ async fn a_client_that_pings_and_never_reads_is_cut_off_not_buffered_for() {
     let gw = TestGateway::start(&toml, &[]).await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(gw.addr).await.unwrap();
-    stream
-        .write_all(
-            b"GET /ws/s?path=/x HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n\
-              Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(stream.read_u8().await.unwrap());
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    let mut stream = raw_ws::upgrade(socket.connect(gw.addr).await.unwrap(), "/x").await;
     // Masked pings with 125-byte payloads, each owed a pong that is never read.
     let mut ping = vec![0x89, 0x80 | 125, 1, 2, 3, 4];
     ping.extend(std::iter::repeat_n(b'p' ^ 1, 125));
@@ -650,7 +624,11 @@ mod raw_ws {
 
     /// A raw client through the gateway's `/ws/s?path=...`, after its `101`.
     pub async fn client(gw: SocketAddr, path: &str) -> TcpStream {
-        let mut stream = TcpStream::connect(gw).await.unwrap();
+        upgrade(TcpStream::connect(gw).await.unwrap(), path).await
+    }
+
+    /// Asks for the upgrade to `/ws/s?path=...` on `stream` and reads the `101`.
+    pub async fn upgrade(mut stream: TcpStream, path: &str) -> TcpStream {
         stream.set_nodelay(true).unwrap();
         let request = format!(
             "GET /ws/s?path={path} HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n\
