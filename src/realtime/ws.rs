@@ -21,8 +21,10 @@
 //! `ping_interval` (theirs are answered here); a peer not heard from for two intervals is
 //! dropped and the other told 1001. On shutdown, bridges run until the grace period is over, then both sides get 1001.
 //!
-//! The opening lives in [`handshake`], the frames in [`bridge`]; this file holds what both
-//! share (the limits, and the upstream side handed from one to the other).
+//! The opening lives in [`handshake`]; the relay in [`bridge`], which reads and writes frames
+//! with [`frame`] and queues bytes for each peer in an [`outbox`]. This file holds what the
+//! opening and the relay share (the limits, and the upstream side handed from one to the
+//! other).
 
 use std::time::Duration;
 
