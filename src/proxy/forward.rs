@@ -12,10 +12,9 @@
 //! A retry happens only when nothing of the request can have been processed twice: a connect
 //! error, or a connection lost before any of the request was written, for any method; a reset
 //! or an unparseable response for an idempotent one (RFC 9110 §9.2.2) — and in all cases only
-//! while the body has not started to go out. It goes to an
-//! endpoint this request has not tried, on a new connection, bounded by the service's
-//! `max_retries` and its retry budget; never to the same endpoint again, which would only
-//! multiply the load on a failing one. Nothing reaches the client before this function
+//! while the body has not started to go out. It goes to an endpoint this request has not
+//! tried, on a new connection, bounded by the service's `max_retries` and its retry budget;
+//! never to the same endpoint again, which would only multiply the load on a failing one. Nothing reaches the client before this function
 //! returns, so no retry follows response bytes.
 //!
 //! One case is not a retry: a reset on the first attempt over a *reused* keep-alive

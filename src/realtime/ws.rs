@@ -19,7 +19,8 @@
 //! side while `max_buffered_bytes` wait for the other; if that one then takes nothing for
 //! `stall_timeout`, both sides are closed with 1013. Pings go to both peers every
 //! `ping_interval` (theirs are answered here); a peer not heard from for two intervals is
-//! dropped and the other told 1001. On shutdown, bridges run until the grace period is over, then both sides get 1001.
+//! dropped and the other told 1001. On shutdown, bridges run until the grace period is over,
+//! then both sides get 1001.
 //!
 //! The opening lives in [`handshake`]; the relay in [`bridge`], which reads and writes frames
 //! with [`frame`] and queues bytes for each peer in an [`outbox`]. This file holds what the
@@ -63,7 +64,7 @@ impl Settings {
     pub fn new(config: &config::WebSocketConfig) -> Self {
         Settings {
             max_message: config.max_message_size,
-            // At least one read's worth, so that a tiny setting still lets frames through.
+            // At least 1: with 0, nothing would ever be read.
             max_buffered: usize::try_from(config.max_buffered_bytes)
                 .unwrap_or(usize::MAX)
                 .max(1),

@@ -152,9 +152,7 @@ impl ConnPool {
             }),
         }
     }
-}
 
-impl ConnPool {
     /// A new TCP connection to the endpoint, outside the pool (the WebSocket bridge's).
     pub async fn connect_tcp(&self) -> Result<TcpStream, BoxError> {
         self.inner.connect_tcp().await

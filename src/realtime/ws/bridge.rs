@@ -133,12 +133,8 @@ pub fn start(
                 tracing::debug!(error = %e, "the client's upgrade did not complete");
                 // The upstream has its WebSocket open: close it properly, not by dropping it.
                 let mut bytes = Vec::new();
-                frame::close(
-                    &mut bytes,
-                    frame::GOING_AWAY,
-                    "client went away",
-                    Some(new_mask()),
-                );
+                let payload = frame::close_payload(frame::GOING_AWAY, "client went away");
+                frame::control(&mut bytes, frame::CLOSE, &payload, mask_towards(UPSTREAM));
                 let write = tokio::io::AsyncWriteExt::write_all(&mut upstream, &bytes);
                 let _ = tokio::time::timeout(CLOSE_WAIT, write).await;
                 return;
@@ -167,7 +163,7 @@ pub fn start(
 
 impl Bridge {
     /// The bridge's task. Not an `async fn`: that would move `self` into its body a second
-    /// time, and an idle bridge would hold two copies of itbridge.
+    /// time, and an idle bridge would hold two copies of itself.
     fn run(self, stop: CancellationToken) -> impl Future<Output = ()> + Send {
         let mut bridge = self;
         async move {
@@ -224,8 +220,7 @@ impl Bridge {
                 let to = 1 - from;
                 // Flow control: the receiver is behind, or the sender itself is (our pongs to
                 // a peer that pings and never reads must not pile up either).
-                let behind = |peer: &Peer| peer.out.pending() >= self.settings.max_buffered;
-                if behind(&self.peers[to]) || behind(&self.peers[from]) {
+                if self.is_behind(to) || self.is_behind(from) {
                     continue;
                 }
                 let mut read = ReadBuf::new(&mut scratch);
@@ -269,8 +264,9 @@ impl Bridge {
         loop {
             let now = Instant::now();
             for to in [CLIENT, UPSTREAM] {
+                let behind = self.is_behind(to);
                 let out = &mut self.peers[to].out;
-                if out.pending() >= self.settings.max_buffered {
+                if behind {
                     let since = *out.full_since.get_or_insert(now);
                     if now.duration_since(since) >= self.settings.stall_timeout {
                         return Some((End::Stalled, to));
@@ -281,12 +277,10 @@ impl Bridge {
             }
             if now >= self.next_ping {
                 let silent_after = 2 * self.settings.ping_interval;
-                let max_buffered = self.settings.max_buffered;
-                let behind = |peer: &Peer| peer.out.pending() >= max_buffered;
                 for to in [CLIENT, UPSTREAM] {
                     // Not silence: we are not reading from it (flow control), or our ping
                     // waits behind a frame we are still relaying to it. Its clock restarts.
-                    let unheard = behind(&self.peers[to]) || behind(&self.peers[1 - to]);
+                    let unheard = self.is_behind(to) || self.is_behind(1 - to);
                     let unasked = self.peers[to].out.has_open_frame();
                     let peer = &mut self.peers[to];
                     if unheard || unasked {
@@ -296,10 +290,8 @@ impl Bridge {
                     }
                 }
                 for to in [CLIENT, UPSTREAM] {
-                    let mask = (to == UPSTREAM).then(new_mask);
-                    let mut ping = Vec::with_capacity(6);
-                    frame::control(&mut ping, frame::PING, &[], mask);
-                    self.peers[to].out.push_control(&ping);
+                    let out = &mut self.peers[to].out;
+                    out.push_control(frame::PING, &[], mask_towards(to));
                 }
                 self.next_ping = now + self.settings.ping_interval;
                 // The pings go out on the next poll.
@@ -377,7 +369,7 @@ impl Bridge {
                     }
                     let opcode = reader.message.map_or(head.opcode, |(opcode, _)| opcode);
                     reader.message = Some((opcode, size));
-                    reader.relay_mask = (from == CLIENT).then(new_mask);
+                    reader.relay_mask = mask_towards(1 - from);
                     target.out.open_frame(Head {
                         mask: reader.relay_mask,
                         ..head
@@ -431,14 +423,11 @@ impl Bridge {
     /// A close came from one side: it goes to the other, and back to the sender as our answer.
     fn exchange_close(&mut self, payload: &[u8]) {
         for to in [CLIENT, UPSTREAM] {
-            let mask = (to == UPSTREAM).then(new_mask);
-            let mut close = Vec::with_capacity(payload.len() + 6);
-            frame::control(&mut close, frame::CLOSE, payload, mask);
             // After anything still owed to that side; if part of a frame we were relaying to
             // it has gone out, no close can follow (its connection just ends).
             let out = &mut self.peers[to].out;
             if out.drop_unsent_open_frame() {
-                out.push_control(&close);
+                out.push_control(frame::CLOSE, payload, mask_towards(to));
             }
         }
     }
@@ -471,11 +460,15 @@ impl Bridge {
                 continue;
             };
             if out.drop_unsent_open_frame() {
-                let mut bytes = Vec::new();
-                frame::close(&mut bytes, code, reason, (to == UPSTREAM).then(new_mask));
-                out.push_control(&bytes);
+                let payload = frame::close_payload(code, reason);
+                out.push_control(frame::CLOSE, &payload, mask_towards(to));
             }
         }
+    }
+
+    /// Whether `max_buffered` bytes or more wait for `peer`: nothing more is read then.
+    fn is_behind(&self, peer: usize) -> bool {
+        self.peers[peer].out.pending() >= self.settings.max_buffered
     }
 
     /// Writes what is left for each peer, then shuts its socket.
@@ -534,14 +527,9 @@ fn end_frame(
     let payload = std::mem::take(&mut reader.control);
     match head.opcode {
         frame::PING => {
-            let mut pong = Vec::with_capacity(payload.len() + 6);
-            frame::control(
-                &mut pong,
-                frame::PONG,
-                &payload,
-                (from == UPSTREAM).then(new_mask),
-            );
-            source.out.push_control(&pong);
+            source
+                .out
+                .push_control(frame::PONG, &payload, mask_towards(from));
             Ok(Fed::More)
         }
         frame::CLOSE => {
@@ -552,9 +540,10 @@ fn end_frame(
     }
 }
 
-/// A masking key for a frame to the upstream.
-fn new_mask() -> [u8; 4] {
-    fastrand::u32(..).to_ne_bytes()
+/// The masking key for a frame we send to `to`: a fresh one towards the upstream (we are its
+/// client), none towards the client (RFC 6455 §5.1).
+fn mask_towards(to: usize) -> Option<[u8; 4]> {
+    (to == UPSTREAM).then(|| fastrand::u32(..).to_ne_bytes())
 }
 
 // === impl Peer ===

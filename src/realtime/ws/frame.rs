@@ -148,12 +148,12 @@ pub fn control(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: Option<[u8; 
     }
 }
 
-/// A close frame with `code` and `reason`.
-pub fn close(out: &mut Vec<u8>, code: u16, reason: &str, mask: Option<[u8; 4]>) {
+/// The payload of a close frame with `code` and `reason`.
+pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(reason.as_bytes());
-    control(out, CLOSE, &payload, mask);
+    payload
 }
 
 /// Checks a received close payload: empty, or a code a peer may send and a UTF-8 reason.

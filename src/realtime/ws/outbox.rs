@@ -104,13 +104,14 @@ impl Outbox {
         }
     }
 
-    /// A whole control frame: now, or after the open frame.
-    pub(super) fn push_control(&mut self, bytes: &[u8]) {
-        if self.open.is_some() {
-            self.deferred.extend_from_slice(bytes);
+    /// A control frame: now, or after the open frame.
+    pub(super) fn push_control(&mut self, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+        let out = if self.open.is_some() {
+            &mut self.deferred
         } else {
-            self.buf.extend_from_slice(bytes);
-        }
+            &mut self.buf
+        };
+        frame::control(out, opcode, payload, mask);
     }
 
     /// Removes an open frame none of which has been written. False when part of one has:
