@@ -25,6 +25,8 @@ pub mod client;
 pub mod headers;
 pub(crate) mod idle;
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -82,137 +84,150 @@ impl ConnInfo {
     }
 }
 
-/// Answers one request on the public listener.
-pub async fn handle(
+/// Answers one request on the public listener. Every failure is an answer too, so the
+/// error type is `Infallible`: hyper's service takes this future as it is, without an async
+/// block around it that would be one more copy of it per request.
+///
+/// Not an `async fn`, nor is anything it awaits on the request path: an `async fn` keeps its
+/// arguments twice in its future (as passed, and as the body's locals), and each future is
+/// copied whole into the one awaiting it (`bench/instructions`).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub fn handle(
     req: Request<Incoming>,
-    rt: &Arc<Runtime>,
-    conn: &ConnInfo,
+    runtime: Arc<Runtime>,
+    conn: Arc<ConnInfo>,
     role: Role,
-) -> Response<GatewayBody> {
-    let request_id = headers::request_id(req.headers());
-    let peer_trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
-    // Kept apart from `req`: routing borrows the path while the request moves on.
-    let request_uri = req.uri().clone();
-    let client_ip = headers::client_ip(
-        conn.peer.ip(),
-        peer_trusted,
-        req.headers(),
-        &rt.trusted_proxies,
-    );
-    let start = ExchangeStart {
-        request_id,
-        method: req.method().clone(),
-        uri: request_uri.clone(),
-        client: client_ip,
-        started: Instant::now(),
-        access_log: rt.access_log,
-        in_flight: Some(conn.activity.begin(req.version() == Version::HTTP_2)),
-        metrics: rt.metrics.enabled.then(|| rt.metrics.clone()),
-    };
-    let unmatched = || rt.metrics.unmatched.clone();
-    let has_body = !req.body().is_end_stream();
-    if conn.activity.take_ambiguous_framing() {
-        let error = GatewayError::client(
-            ErrorKind::BadRequest,
-            "both Content-Length and Transfer-Encoding are present",
-        )
-        .closing();
-        return refuse(error, Exchange::new(start, unmatched()), has_body);
-    }
-    if let Err(error) = check_framing(req.headers(), rt.max_header_bytes, &req) {
-        return refuse(error, Exchange::new(start, unmatched()), has_body);
-    }
-    let serves_admin = role == Role::Admin || !rt.admin_separate;
-    if serves_admin && crate::admin::is_admin_path(req.uri().path()) {
-        let exchange = Exchange::new(start, rt.metrics.admin.clone());
-        // The scheme the browser used: ours, or a TLS-terminating proxy's in front of us.
-        let https = conn.tls
-            || (peer_trusted
-                && req
-                    .headers()
-                    .get("x-forwarded-proto")
-                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")));
-        let admin = crate::admin::AdminRequest {
-            https,
-            stop: conn.streams.draining.clone(),
-            activity: conn.activity.clone(),
-            peer: conn.peer.ip(),
-        };
-        // Boxed: the ops endpoints' futures (login, feed, purge) are large, and inlined they
-        // would make every proxied request's future as large, copied on every move.
-        return match Box::pin(crate::admin::handle(req, rt, admin)).await {
-            Ok(response) => finish(response, exchange),
-            Err(error) => refuse(error, exchange, has_body),
-        };
-    }
-    if role == Role::Admin {
-        let error = GatewayError::client(
-            ErrorKind::RouteNotFound,
-            "the admin listener serves only ops endpoints",
+) -> impl Future<Output = Result<Response<GatewayBody>, Infallible>> {
+    async move {
+        let (rt, conn) = (&runtime, &*conn);
+        let request_id = headers::request_id(req.headers());
+        let peer_trusted = headers::is_trusted(conn.peer.ip(), &rt.trusted_proxies);
+        // Kept apart from `req`: routing borrows the path while the request moves on.
+        let request_uri = req.uri().clone();
+        let client_ip = headers::client_ip(
+            conn.peer.ip(),
+            peer_trusted,
+            req.headers(),
+            &rt.trusted_proxies,
         );
-        return refuse(error, Exchange::new(start, unmatched()), has_body);
-    }
-    let path = match normalize_path(request_uri.path()) {
-        Ok(path) => path,
-        Err(e) => {
-            let error = GatewayError::client(ErrorKind::BadRequest, e.to_string());
-            return refuse(error, Exchange::new(start, unmatched()), has_body);
+        let start = ExchangeStart {
+            request_id,
+            method: req.method().clone(),
+            uri: request_uri.clone(),
+            client: client_ip,
+            started: Instant::now(),
+            access_log: rt.access_log,
+            in_flight: Some(conn.activity.begin(req.version() == Version::HTTP_2)),
+            metrics: rt.metrics.enabled.then(|| rt.metrics.clone()),
+        };
+        let unmatched = || rt.metrics.unmatched.clone();
+        let has_body = !req.body().is_end_stream();
+        if conn.activity.take_ambiguous_framing() {
+            let error = GatewayError::client(
+                ErrorKind::BadRequest,
+                "both Content-Length and Transfer-Encoding are present",
+            )
+            .closing();
+            return Ok(refuse(error, Exchange::new(start, unmatched()), has_body));
         }
-    };
-    // One authority per request, used for routing, X-Forwarded-Host and preserve_host alike.
-    let authority = match request_authority(&req) {
-        Ok(authority) => authority,
-        Err(error) => return refuse(error, Exchange::new(start, unmatched()), has_body),
-    };
-    let host = match &authority {
-        Some(authority) if rt.router.has_host_routes() => {
-            Some(authority.host().to_ascii_lowercase())
+        if let Err(error) = check_framing(req.headers(), rt.max_header_bytes, &req) {
+            return Ok(refuse(error, Exchange::new(start, unmatched()), has_body));
         }
-        _ => None,
-    };
-    let routed = match rt.router.route(host.as_deref(), &path) {
-        Ok(routed) => routed,
-        Err(error) => return refuse(error, Exchange::new(start, unmatched()), has_body),
-    };
-    let policy = routed.policy.clone();
-    let exchange = Exchange::new(start, policy.stats.clone());
-    let admission = Admission {
-        routed,
-        path: &path,
-        request_uri: &request_uri,
-        client_ip,
-        peer_trusted,
-        authority,
-        has_body,
-    };
-    // The rate limit's headers go on every answer once the request was counted.
-    let mut limit = None;
-    let Some(cors) = &policy.access.cors else {
+        let serves_admin = role == Role::Admin || !rt.admin_separate;
+        if serves_admin && crate::admin::is_admin_path(req.uri().path()) {
+            let exchange = Exchange::new(start, rt.metrics.admin.clone());
+            // The scheme the browser used: ours, or a TLS-terminating proxy's in front of us.
+            let https = conn.tls
+                || (peer_trusted
+                    && req
+                        .headers()
+                        .get("x-forwarded-proto")
+                        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")));
+            let admin = crate::admin::AdminRequest {
+                https,
+                stop: conn.streams.draining.clone(),
+                activity: conn.activity.clone(),
+                peer: conn.peer.ip(),
+            };
+            // Boxed: the ops endpoints' futures (login, feed, purge) are large, and inlined they
+            // would make every proxied request's future as large, copied on every move.
+            return Ok(match Box::pin(crate::admin::handle(req, rt, admin)).await {
+                Ok(response) => finish(response, exchange),
+                Err(error) => refuse(error, exchange, has_body),
+            });
+        }
+        if role == Role::Admin {
+            let error = GatewayError::client(
+                ErrorKind::RouteNotFound,
+                "the admin listener serves only ops endpoints",
+            );
+            return Ok(refuse(error, Exchange::new(start, unmatched()), has_body));
+        }
+        let path = match normalize_path(request_uri.path()) {
+            Ok(path) => path,
+            Err(e) => {
+                let error = GatewayError::client(ErrorKind::BadRequest, e.to_string());
+                return Ok(refuse(error, Exchange::new(start, unmatched()), has_body));
+            }
+        };
+        // One authority per request, used for routing, X-Forwarded-Host and preserve_host alike.
+        let authority = match request_authority(&req) {
+            Ok(authority) => authority,
+            Err(error) => return Ok(refuse(error, Exchange::new(start, unmatched()), has_body)),
+        };
+        let host = match &authority {
+            Some(authority) if rt.router.has_host_routes() => {
+                Some(authority.host().to_ascii_lowercase())
+            }
+            _ => None,
+        };
+        let routed = match rt.router.route(host.as_deref(), &path) {
+            Ok(routed) => routed,
+            Err(error) => return Ok(refuse(error, Exchange::new(start, unmatched()), has_body)),
+        };
+        let policy = routed.policy.clone();
+        let exchange = Exchange::new(start, policy.stats.clone());
+        let admission = Admission {
+            routed,
+            path: &path,
+            request_uri: &request_uri,
+            client_ip,
+            peer_trusted,
+            authority,
+            has_body,
+        };
+        // The rate limit's headers go on every answer once the request was counted.
+        let mut limit = None;
+        let Some(cors) = &policy.access.cors else {
+            let mut response = serve_route(req, rt, conn, admission, exchange, &mut limit).await;
+            if let Some(limit) = limit {
+                limit.set_headers(response.headers_mut());
+            }
+            return Ok(response);
+        };
+        // CORS: the gateway answers preflights itself, and owns the CORS headers of every other
+        // answer on the route, its own errors included (so scripts can read a 401 or 429).
+        let origin = crate::cors::allowed_origin(cors, req.headers());
+        if crate::cors::is_preflight(req.method(), req.headers()) && admission.ip_admitted() {
+            return Ok(match crate::cors::preflight(cors, req.headers()) {
+                Ok(response) => finish(response, exchange),
+                Err(error) => {
+                    let mut response = refuse(error, exchange, has_body);
+                    crate::cors::decorate(cors, None, response.headers_mut());
+                    response
+                }
+            });
+        }
         let mut response = serve_route(req, rt, conn, admission, exchange, &mut limit).await;
         if let Some(limit) = limit {
             limit.set_headers(response.headers_mut());
         }
-        return response;
-    };
-    // CORS: the gateway answers preflights itself, and owns the CORS headers of every other
-    // answer on the route, its own errors included (so scripts can read a 401 or 429).
-    let origin = crate::cors::allowed_origin(cors, req.headers());
-    if crate::cors::is_preflight(req.method(), req.headers()) && admission.ip_admitted() {
-        return match crate::cors::preflight(cors, req.headers()) {
-            Ok(response) => finish(response, exchange),
-            Err(error) => {
-                let mut response = refuse(error, exchange, has_body);
-                crate::cors::decorate(cors, None, response.headers_mut());
-                response
-            }
-        };
+        crate::cors::decorate(cors, origin, response.headers_mut());
+        Ok(response)
     }
-    let mut response = serve_route(req, rt, conn, admission, exchange, &mut limit).await;
-    if let Some(limit) = limit {
-        limit.set_headers(response.headers_mut());
-    }
-    crate::cors::decorate(cors, origin, response.headers_mut());
-    response
 }
 
 /// What was settled about a request before its route's own rules apply.
@@ -236,334 +251,340 @@ impl Admission<'_> {
 }
 
 /// A routed request: the route's access rules (IP lists, methods, auth), then the upstream.
-async fn serve_route(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice (see `proxy::handle`)"
+)]
+fn serve_route<'a>(
     mut req: Request<Incoming>,
-    rt: &Runtime,
-    conn: &ConnInfo,
-    admission: Admission<'_>,
+    rt: &'a Runtime,
+    conn: &'a ConnInfo,
+    admission: Admission<'a>,
     exchange: Arc<Exchange>,
-    limit: &mut Option<Decision>,
-) -> Response<GatewayBody> {
-    let has_body = admission.has_body;
-    match rt.pressure.admit() {
-        Ok(slot) => exchange.hold_pressure_slot(slot),
-        Err(error) => return refuse(error, exchange, has_body),
-    }
-    if !admission.ip_admitted() {
-        let error = GatewayError::client(
-            ErrorKind::Forbidden,
-            "this client address may not use this route",
-        );
-        return refuse(error, exchange, has_body);
-    }
-    let Admission {
-        routed,
-        path,
-        request_uri,
-        client_ip,
-        peer_trusted,
-        authority,
-        ..
-    } = admission;
-    let policy = &routed.policy;
-    let access = &policy.access;
-    if !policy.allows(req.method()) {
-        let error = GatewayError::client(
-            ErrorKind::MethodNotAllowed,
-            format!("{} is not allowed on this route", req.method()),
-        )
-        .with_allow(policy.allow.clone());
-        return refuse(error, exchange, has_body);
-    }
-    let upgrade = ws::is_upgrade(req.headers());
-    if policy.websocket_only && !upgrade {
-        let error = GatewayError::client(
-            ErrorKind::BadRequest,
-            "this route takes WebSocket upgrades only",
-        );
-        return refuse(error, exchange, has_body);
-    }
-    // Browsers cannot give a WebSocket an Authorization header: upgrades may always bring
-    // the token in the query, or in the `[websocket] token_cookie`.
-    let token_query = access.token_query || upgrade;
-    let upgrade_cookie = rt
-        .config
-        .websocket
-        .token_cookie
-        .as_deref()
-        .filter(|_| upgrade);
-    // A cookie is sent by the browser whoever made the page: it counts only for reads and
-    // upgrades from this gateway's own origin or one the route's CORS allows (no CSRF, no
-    // cross-site WebSocket hijacking).
-    let cookie_allowed = (upgrade || matches!(*req.method(), Method::GET | Method::HEAD))
-        && same_or_allowed_origin(req.headers(), authority.as_ref(), access);
-    let sources = TokenSources {
-        query: request_uri.query().filter(|_| token_query),
-        cookie: access
-            .token_cookie
-            .as_deref()
-            .or(upgrade_cookie)
-            .filter(|_| cookie_allowed),
-    };
-    let identity = match rt.auth.authenticate(access, req.headers(), sources).await {
-        Ok(identity) => identity,
-        Err(error) => return refuse(error, exchange, has_body),
-    };
-    if let Some(named) = &policy.rate_limit {
-        let key = client_key(
-            &named.policy.key,
-            client_ip,
-            req.headers(),
-            identity.as_deref(),
-        );
-        let decision = rt.limiter.check(named, key).await;
-        let refused = (!decision.allowed()).then(|| decision.refusal());
-        *limit = Some(decision);
-        if let Some(error) = refused {
-            policy.stats.count_rate_limited();
-            // A small body is read and dropped, so the 429 keeps the connection (and is not
-            // lost to a reset); a larger one closes it.
-            let drained = has_body && drain_small_body(req).await;
-            return refuse(error, exchange, has_body && !drained);
-        }
-    }
-    // A WebSocket: the client's handshake is checked now, its connection taken over later.
-    let client_upgrade = if upgrade {
-        match ws::check_client_handshake(req.method(), req.version(), req.headers()) {
-            Ok(key) => Some((key, hyper::upgrade::on(&mut req))),
+    limit: &'a mut Option<Decision>,
+) -> impl Future<Output = Response<GatewayBody>> + 'a {
+    async move {
+        let has_body = admission.has_body;
+        match rt.pressure.admit() {
+            Ok(slot) => exchange.hold_pressure_slot(slot),
             Err(error) => return refuse(error, exchange, has_body),
         }
-    } else {
-        None
-    };
-    if let Some(length) = content_length(req.headers()) {
-        if length > rt.max_request_body {
+        if !admission.ip_admitted() {
             let error = GatewayError::client(
-                ErrorKind::PayloadTooLarge,
-                format!("request body exceeds {} bytes", rt.max_request_body),
+                ErrorKind::Forbidden,
+                "this client address may not use this route",
             );
             return refuse(error, exchange, has_body);
         }
-    }
-    let service = &policy.service;
-    let hash_key = service
-        .hash_key
-        .as_ref()
-        .and_then(|key| headers::hash_key(key, req.headers(), client_ip));
-
-    let (mut parts, incoming) = req.into_parts();
-    // Only a caching route needs it as a key (one allocation fewer everywhere else).
-    let cache_authority = match (&rt.cache, &policy.cache, &authority) {
-        (Some(_), Some(_), Some(a)) => a.as_str().to_ascii_lowercase(),
-        _ => String::new(),
-    };
-    let client_host = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let mut upstream_headers = std::mem::take(&mut parts.headers);
-    headers::remove_hop_by_hop(&mut upstream_headers);
-    // Route edits first: the headers the gateway owns (identity, forwarding, request id,
-    // trace) are set after them, so no route can remove or forge those.
-    apply_header_ops(&mut upstream_headers, &policy.request_headers);
-    rt.auth.strip_credentials(&mut upstream_headers, access);
-    if let Some(identity) = &identity {
-        rt.auth.apply(identity, &mut upstream_headers);
-    }
-    headers::set_forwarded(
-        &mut upstream_headers,
-        &Forwarded {
-            peer: &conn.peer_header,
+        let Admission {
+            routed,
+            path,
+            request_uri,
+            client_ip,
             peer_trusted,
-            proto: if conn.tls { "https" } else { "http" },
-            host: client_host.as_ref(),
-            port: &conn.port_header,
-        },
-    );
-    // A token that came in the query goes no further than the gateway.
-    let stripped_query = (token_query
-        && request_uri
-            .query()
-            .is_some_and(|q| q.contains(ACCESS_TOKEN_PARAM)))
-    .then(|| without_query_param(request_uri.query(), ACCESS_TOKEN_PARAM));
-    let query = match &stripped_query {
-        Some(stripped) => stripped.as_deref(),
-        None => request_uri.query(),
-    };
-    // The response cache, asked with the request as the upstream will get it: a hit is
-    // answered here; a miss goes on and may fill it.
-    let mut cache_ticket = None;
-    let mut x_cache = None;
-    // Asked before the per-request headers (request id, trace) are set: a hit needs none.
-    let cacheable = (&rt.cache, &policy.cache, client_upgrade.is_none());
-    if let (Some(cache), Some(cache_policy), true) = cacheable {
-        let lookup = if has_body {
-            // A GET with a body is not the plain read the cache is for.
-            Lookup::Bypass
-        } else {
-            let request = CacheRequest {
-                method: &parts.method,
-                scheme: if conn.tls { "https" } else { "http" },
-                authority: &cache_authority,
-                path,
-                query,
-                headers: &upstream_headers,
-                identified: identity.is_some(),
-            };
-            // Boxed, for the same reason: the wait on another fill is large and rare.
-            Box::pin(cache.lookup(cache_policy, &request, policy.response_timeout)).await
+            authority,
+            ..
+        } = admission;
+        let policy = &routed.policy;
+        let access = &policy.access;
+        if !policy.allows(req.method()) {
+            let error = GatewayError::client(
+                ErrorKind::MethodNotAllowed,
+                format!("{} is not allowed on this route", req.method()),
+            )
+            .with_allow(policy.allow.clone());
+            return refuse(error, exchange, has_body);
+        }
+        let upgrade = ws::is_upgrade(req.headers());
+        if policy.websocket_only && !upgrade {
+            let error = GatewayError::client(
+                ErrorKind::BadRequest,
+                "this route takes WebSocket upgrades only",
+            );
+            return refuse(error, exchange, has_body);
+        }
+        // Browsers cannot give a WebSocket an Authorization header: upgrades may always bring
+        // the token in the query, or in the `[websocket] token_cookie`.
+        let token_query = access.token_query || upgrade;
+        let upgrade_cookie = rt
+            .config
+            .websocket
+            .token_cookie
+            .as_deref()
+            .filter(|_| upgrade);
+        // A cookie is sent by the browser whoever made the page: it counts only for reads and
+        // upgrades from this gateway's own origin or one the route's CORS allows (no CSRF, no
+        // cross-site WebSocket hijacking).
+        let cookie_allowed = (upgrade || matches!(*req.method(), Method::GET | Method::HEAD))
+            && same_or_allowed_origin(req.headers(), authority.as_ref(), access);
+        let sources = TokenSources {
+            query: request_uri.query().filter(|_| token_query),
+            cookie: access
+                .token_cookie
+                .as_deref()
+                .or(upgrade_cookie)
+                .filter(|_| cookie_allowed),
         };
-        match lookup {
-            Lookup::Hit(entry) => {
-                policy.stats.cache.count(Outcome::Hit);
-                return finish(entry.response(&parts.method), exchange);
+        let identity = match rt.auth.authenticate(access, req.headers(), sources).await {
+            Ok(identity) => identity,
+            Err(error) => return refuse(error, exchange, has_body),
+        };
+        if let Some(named) = &policy.rate_limit {
+            let key = client_key(
+                &named.policy.key,
+                client_ip,
+                req.headers(),
+                identity.as_deref(),
+            );
+            let decision = rt.limiter.check(named, key).await;
+            let refused = (!decision.allowed()).then(|| decision.refusal());
+            *limit = Some(decision);
+            if let Some(error) = refused {
+                policy.stats.count_rate_limited();
+                // A small body is read and dropped, so the 429 keeps the connection (and is not
+                // lost to a reset); a larger one closes it.
+                let drained = has_body && drain_small_body(req).await;
+                return refuse(error, exchange, has_body && !drained);
             }
-            Lookup::Miss(ticket) => {
-                x_cache = Some(Outcome::Miss);
-                cache_ticket = Some(ticket);
+        }
+        // A WebSocket: the client's handshake is checked now, its connection taken over later.
+        let client_upgrade = if upgrade {
+            match ws::check_client_handshake(req.method(), req.version(), req.headers()) {
+                Ok(key) => Some((key, hyper::upgrade::on(&mut req))),
+                Err(error) => return refuse(error, exchange, has_body),
             }
-            Lookup::Bypass => x_cache = Some(Outcome::Bypass),
-        }
-    }
-    let traceparent = headers::traceparent(&upstream_headers);
-    upstream_headers.insert(X_REQUEST_ID, exchange.request_id.clone());
-    upstream_headers.insert(headers::TRACEPARENT, traceparent);
-    match (policy.preserve_host, client_host) {
-        (true, Some(host)) => {
-            upstream_headers.insert(HOST, host);
-        }
-        // The client sets Host from the URI's authority when none is given.
-        _ => {
-            upstream_headers.remove(HOST);
-        }
-    }
-    if let Some((client_key, client_upgrade)) = client_upgrade {
-        let target = if policy.websocket_only {
-            ws::target_from_query(request_uri.query())
         } else {
-            Ok((
-                routed.forward_path.into_owned(),
-                without_query_param(request_uri.query(), ACCESS_TOKEN_PARAM),
-            ))
+            None
         };
-        let (path, query) = match target {
-            Ok(target) => target,
-            Err(error) => return refuse(error, exchange, false),
-        };
-        let path_and_query = match query {
-            Some(query) => format!("{path}?{query}"),
-            None => path,
-        };
-        // Boxed: the handshake's state is several KiB, and inline it would make every
-        // request's future that much larger (hyper moves it; bench/instructions).
-        let upstream = Box::pin(ws::connect_upstream(
-            service,
-            &path_and_query,
-            upstream_headers,
-            client_key,
-            hash_key,
-            policy.response_timeout,
-        ))
-        .await;
-        let (accepted, upstream_headers) = match upstream {
-            Ok(accepted) => accepted,
-            Err(error) => return refuse(error, exchange, false),
-        };
-        conn.activity.upgraded();
-        let settings = ws::Settings::new(&rt.config.websocket);
-        let request_id = exchange.request_id.clone();
-        ws::start(
-            client_upgrade,
-            accepted,
-            settings,
-            conn.streams.clone(),
-            request_id,
-        );
-        let mut response = ws::switching_protocols(upstream_headers);
-        apply_header_ops(response.headers_mut(), &policy.response_headers);
-        return finish(response, exchange);
-    }
-    if !incoming.is_end_stream() && incoming.size_hint().exact().is_none() {
-        // The client's own Transfer-Encoding went with the hop-by-hop headers. Say it again:
-        // without it hyper would send a GET or HEAD with no body at all.
-        upstream_headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-    }
-    let outgoing = Outgoing {
-        method: parts.method,
-        headers: upstream_headers,
-        body: (!incoming.is_end_stream()).then(|| UnsentBody::new(incoming)),
-        forward_path: &routed.forward_path,
-        query,
-        hash_key,
-        response_timeout: policy.response_timeout,
-        idle_timeout: policy.idle_timeout,
-        max_request_body: rt.max_request_body,
-    };
-    let forward::Forwarded {
-        response,
-        lease,
-        conn: upstream_conn,
-    } = match forward(service, outgoing, &exchange).await {
-        Ok(forwarded) => forwarded,
-        Err(error) => {
-            // A body not (wholly) sent upstream is unread: the answer closes the connection.
-            let unread_body = has_body && !exchange.is_request_body_done();
-            return refuse(error, exchange, unread_body);
+        if let Some(length) = content_length(req.headers()) {
+            if length > rt.max_request_body {
+                let error = GatewayError::client(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body exceeds {} bytes", rt.max_request_body),
+                );
+                return refuse(error, exchange, has_body);
+            }
         }
-    };
+        let service = &policy.service;
+        let hash_key = service
+            .hash_key
+            .as_ref()
+            .and_then(|key| headers::hash_key(key, req.headers(), client_ip));
 
-    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        // We never asked for an upgrade (Upgrade is hop-by-hop), so this upstream is broken.
-        let error = GatewayError::upstream(
-            ErrorKind::UpstreamUnavailable,
-            "the upstream switched protocols unasked",
+        let (mut parts, incoming) = req.into_parts();
+        // Only a caching route needs it as a key (one allocation fewer everywhere else).
+        let cache_authority = match (&rt.cache, &policy.cache, &authority) {
+            (Some(_), Some(_), Some(a)) => a.as_str().to_ascii_lowercase(),
+            _ => String::new(),
+        };
+        let client_host = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let mut upstream_headers = std::mem::take(&mut parts.headers);
+        headers::remove_hop_by_hop(&mut upstream_headers);
+        // Route edits first: the headers the gateway owns (identity, forwarding, request id,
+        // trace) are set after them, so no route can remove or forge those.
+        apply_header_ops(&mut upstream_headers, &policy.request_headers);
+        rt.auth.strip_credentials(&mut upstream_headers, access);
+        if let Some(identity) = &identity {
+            rt.auth.apply(identity, &mut upstream_headers);
+        }
+        headers::set_forwarded(
+            &mut upstream_headers,
+            &Forwarded {
+                peer: &conn.peer_header,
+                peer_trusted,
+                proto: if conn.tls { "https" } else { "http" },
+                host: client_host.as_ref(),
+                port: &conn.port_header,
+            },
         );
-        return refuse(error, exchange, false);
+        // A token that came in the query goes no further than the gateway.
+        let stripped_query = (token_query
+            && request_uri
+                .query()
+                .is_some_and(|q| q.contains(ACCESS_TOKEN_PARAM)))
+        .then(|| without_query_param(request_uri.query(), ACCESS_TOKEN_PARAM));
+        let query = match &stripped_query {
+            Some(stripped) => stripped.as_deref(),
+            None => request_uri.query(),
+        };
+        // The response cache, asked with the request as the upstream will get it: a hit is
+        // answered here; a miss goes on and may fill it.
+        let mut cache_ticket = None;
+        let mut x_cache = None;
+        // Asked before the per-request headers (request id, trace) are set: a hit needs none.
+        let cacheable = (&rt.cache, &policy.cache, client_upgrade.is_none());
+        if let (Some(cache), Some(cache_policy), true) = cacheable {
+            let lookup = if has_body {
+                // A GET with a body is not the plain read the cache is for.
+                Lookup::Bypass
+            } else {
+                let request = CacheRequest {
+                    method: &parts.method,
+                    scheme: if conn.tls { "https" } else { "http" },
+                    authority: &cache_authority,
+                    path,
+                    query,
+                    headers: &upstream_headers,
+                    identified: identity.is_some(),
+                };
+                // Boxed, for the same reason: the wait on another fill is large and rare.
+                Box::pin(cache.lookup(cache_policy, &request, policy.response_timeout)).await
+            };
+            match lookup {
+                Lookup::Hit(entry) => {
+                    policy.stats.cache.count(Outcome::Hit);
+                    return finish(entry.response(&parts.method), exchange);
+                }
+                Lookup::Miss(ticket) => {
+                    x_cache = Some(Outcome::Miss);
+                    cache_ticket = Some(ticket);
+                }
+                Lookup::Bypass => x_cache = Some(Outcome::Bypass),
+            }
+        }
+        let traceparent = headers::traceparent(&upstream_headers);
+        upstream_headers.insert(X_REQUEST_ID, exchange.request_id.clone());
+        upstream_headers.insert(headers::TRACEPARENT, traceparent);
+        match (policy.preserve_host, client_host) {
+            (true, Some(host)) => {
+                upstream_headers.insert(HOST, host);
+            }
+            // The client sets Host from the URI's authority when none is given.
+            _ => {
+                upstream_headers.remove(HOST);
+            }
+        }
+        if let Some((client_key, client_upgrade)) = client_upgrade {
+            let target = if policy.websocket_only {
+                ws::target_from_query(request_uri.query())
+            } else {
+                Ok((
+                    routed.forward_path.into_owned(),
+                    without_query_param(request_uri.query(), ACCESS_TOKEN_PARAM),
+                ))
+            };
+            let (path, query) = match target {
+                Ok(target) => target,
+                Err(error) => return refuse(error, exchange, false),
+            };
+            let path_and_query = match query {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            // Boxed: the handshake's state is several KiB, and inline it would make every
+            // request's future that much larger (hyper moves it; bench/instructions).
+            let upstream = Box::pin(ws::connect_upstream(
+                service,
+                &path_and_query,
+                upstream_headers,
+                client_key,
+                hash_key,
+                policy.response_timeout,
+            ))
+            .await;
+            let (accepted, upstream_headers) = match upstream {
+                Ok(accepted) => accepted,
+                Err(error) => return refuse(error, exchange, false),
+            };
+            conn.activity.upgraded();
+            let settings = ws::Settings::new(&rt.config.websocket);
+            let request_id = exchange.request_id.clone();
+            ws::start(
+                client_upgrade,
+                accepted,
+                settings,
+                conn.streams.clone(),
+                request_id,
+            );
+            let mut response = ws::switching_protocols(upstream_headers);
+            apply_header_ops(response.headers_mut(), &policy.response_headers);
+            return finish(response, exchange);
+        }
+        if !incoming.is_end_stream() && incoming.size_hint().exact().is_none() {
+            // The client's own Transfer-Encoding went with the hop-by-hop headers. Say it again:
+            // without it hyper would send a GET or HEAD with no body at all.
+            upstream_headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+        let outgoing = Outgoing {
+            method: parts.method,
+            headers: upstream_headers,
+            body: (!incoming.is_end_stream()).then(|| UnsentBody::new(incoming)),
+            forward_path: &routed.forward_path,
+            query,
+            hash_key,
+            response_timeout: policy.response_timeout,
+            idle_timeout: policy.idle_timeout,
+            max_request_body: rt.max_request_body,
+        };
+        let forward::Forwarded {
+            response,
+            lease,
+            conn: upstream_conn,
+            event_stream,
+        } = match forward(service, outgoing, &exchange).await {
+            Ok(forwarded) => forwarded,
+            Err(error) => {
+                // A body not (wholly) sent upstream is unread: the answer closes the connection.
+                let unread_body = has_body && !exchange.is_request_body_done();
+                return refuse(error, exchange, unread_body);
+            }
+        };
+
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            // We never asked for an upgrade (Upgrade is hop-by-hop), so this upstream is broken.
+            let error = GatewayError::upstream(
+                ErrorKind::UpstreamUnavailable,
+                "the upstream switched protocols unasked",
+            );
+            return refuse(error, exchange, false);
+        }
+        let (mut parts, upstream_body) = response.into_parts();
+        // Judged on the upstream's own headers (before route edits, which may not make a private
+        // answer shareable), while its framing is still there to see.
+        let mut fill = cache_ticket
+            .and_then(|ticket| ticket.start(parts.status, parts.version, &parts.headers));
+        headers::remove_hop_by_hop(&mut parts.headers);
+        // Events are counted (and heartbeats sent) only where the bytes are the lines, not in a
+        // compressed stream; heartbeats only where no length was declared, never past it.
+        let plain_events = parts
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let heartbeat = policy
+            .heartbeat
+            .filter(|_| !parts.headers.contains_key(http::header::CONTENT_LENGTH));
+        if event_stream {
+            sse::set_stream_headers(&mut parts.headers);
+            exchange.release_pressure_slot();
+        }
+        apply_header_ops(&mut parts.headers, &policy.response_headers);
+        if let Some(outcome) = x_cache {
+            policy.stats.cache.count(outcome);
+            parts.headers.insert(X_CACHE, outcome.header());
+        }
+        // Stored as the client gets it (route edits applied), without the per-request headers.
+        if let Some(fill) = &mut fill {
+            fill.keep_headers(&parts.headers);
+        }
+        parts
+            .headers
+            .insert(X_REQUEST_ID, exchange.request_id.clone());
+        exchange.set_status(parts.status.as_u16());
+        let mut body = GatewayBody::upstream(upstream_body, policy.idle_timeout);
+        if let Some(fill) = fill {
+            body = body.with_fill(fill);
+        }
+        if let Some(events) = event_stream
+            .then(|| sse::EventStream::new(heartbeat, plain_events))
+            .flatten()
+        {
+            body = body.with_event_stream(events);
+        }
+        let body = body
+            .with_lease(lease, upstream_conn)
+            .with_exchange(exchange);
+        Response::from_parts(parts, body)
     }
-    let (mut parts, upstream_body) = response.into_parts();
-    // Judged on the upstream's own headers (before route edits, which may not make a private
-    // answer shareable), while its framing is still there to see.
-    let mut fill =
-        cache_ticket.and_then(|ticket| ticket.start(parts.status, parts.version, &parts.headers));
-    headers::remove_hop_by_hop(&mut parts.headers);
-    let event_stream = sse::is_event_stream(&parts.headers);
-    // Events are counted (and heartbeats sent) only where the bytes are the lines, not in a
-    // compressed stream; heartbeats only where no length was declared, never past it.
-    let plain_events = parts
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let heartbeat = policy
-        .heartbeat
-        .filter(|_| !parts.headers.contains_key(http::header::CONTENT_LENGTH));
-    if event_stream {
-        sse::set_stream_headers(&mut parts.headers);
-        exchange.release_pressure_slot();
-    }
-    apply_header_ops(&mut parts.headers, &policy.response_headers);
-    if let Some(outcome) = x_cache {
-        policy.stats.cache.count(outcome);
-        parts.headers.insert(X_CACHE, outcome.header());
-    }
-    // Stored as the client gets it (route edits applied), without the per-request headers.
-    if let Some(fill) = &mut fill {
-        fill.keep_headers(&parts.headers);
-    }
-    parts
-        .headers
-        .insert(X_REQUEST_ID, exchange.request_id.clone());
-    exchange.set_status(parts.status.as_u16());
-    let mut body = GatewayBody::upstream(upstream_body, policy.idle_timeout);
-    if let Some(fill) = fill {
-        body = body.with_fill(fill);
-    }
-    if let Some(events) = event_stream
-        .then(|| sse::EventStream::new(heartbeat, plain_events))
-        .flatten()
-    {
-        body = body.with_event_stream(events);
-    }
-    let body = body
-        .with_lease(lease, upstream_conn)
-        .with_exchange(exchange);
-    Response::from_parts(parts, body)
 }
 
 /// Reads and drops a request body of up to 64 KiB (declared, or chunked and ending within

@@ -16,7 +16,6 @@
 //!    runs on the same task tracker (shutdown waits for it, then stops it) and keeps the
 //!    connection's `max_connections` permit and open-connection count until it ends.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -222,7 +221,7 @@ where
     let service = service_fn(move |req| {
         let runtime = runtime.load_full();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(req, &runtime, &info, role).await) }
+        proxy::handle(req, runtime, info, role)
     });
     let conn = shared
         .builder

@@ -24,6 +24,7 @@
 //! that knows whether a connection was reused; hyper-util's legacy client (`https`) does not
 //! say, so there any reset on the pooled client is treated as one on a reused connection.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
@@ -61,6 +62,8 @@ pub(super) struct Forwarded {
     pub lease: Lease,
     /// The keep-alive connection, given back to its pool then (plain `http` endpoints).
     pub conn: Option<PooledConn>,
+    /// Whether the response is a Server-Sent Events stream (asked once, here).
+    pub event_stream: bool,
 }
 
 /// How one attempt ended without a response head.
@@ -81,170 +84,179 @@ enum Failure {
 
 /// Sends `out` to one of `service`'s endpoints, retrying where that is safe. On success, the
 /// response head and the lease to keep until its body is done.
-pub(super) async fn forward(
-    service: &Service,
-    out: Outgoing<'_>,
-    exchange: &Arc<Exchange>,
-) -> Result<Forwarded, GatewayError> {
-    let mut rng = fastrand::Rng::new();
-    let mut tried = Candidates::default();
-    let mut attempt = 0u32;
-    // The endpoint to replay on after a reset on a reused pooled connection (see below).
-    let mut replay_on: Option<Arc<crate::upstream::Endpoint>> = None;
-    let mut pooled = true;
-    let mut headers = Some(out.headers);
-    // Without a body the response timeout runs from now, across attempts; with one it starts
-    // once the body has been sent (a stalled upload is the body's idle timeout's business).
-    let deadline = Instant::now() + out.response_timeout;
-    service.retry_budget.deposit();
-    let mut attempts_made = 0u32;
-    loop {
-        // Without a body, later attempts get what is left of the shared deadline: a timeout
-        // then says little about the endpoint, so the breaker does not hear of it.
-        let has_full_time = out.body.is_some() || attempts_made == 0;
-        attempts_made += 1;
-        let now = service.clock.now_us();
-        let picked = match replay_on.take().and_then(|e| e.lease(now)) {
-            Some(lease) => Ok(lease),
-            None => service.pool.pick(now, out.hash_key, &tried, &mut rng),
-        };
-        let mut lease = match picked {
-            Ok(lease) => lease,
-            Err(Unavailable { retry_after_secs }) => {
-                return Err(GatewayError::new(
-                    ErrorKind::NoHealthyUpstream,
-                    Side::Upstream,
-                    format!("no usable upstream for service {}", service.name),
-                )
-                .with_retry_after(retry_after_secs));
-            }
-        };
-        let endpoint = lease.endpoint().clone();
-        let Some(target) = endpoint.url.path_and_query(out.forward_path, out.query) else {
-            return Err(GatewayError::client(
-                ErrorKind::BadRequest,
-                "the request target cannot be forwarded",
-            ));
-        };
-        let may_retry = attempt < service.max_retries || pooled;
-        let attempt_headers = match (&headers, may_retry) {
-            (Some(h), true) => h.clone(),
-            _ => headers.take().unwrap_or_default(),
-        };
-        let body = match &out.body {
-            Some(unsent) => RequestBody::new(
-                unsent,
-                out.max_request_body,
-                out.idle_timeout,
-                exchange.clone(),
-            ),
-            None => RequestBody::empty(exchange.clone()),
-        };
-        let request = upstream_request(out.method.clone(), attempt_headers, body);
-        // Retries use a new connection: the pooled one next in line may be as stale as the
-        // one that just failed.
-        let send = send(service, &endpoint, request, target, pooled);
-        let sent = if out.body.is_some() {
-            let lease = &mut lease;
-            let upload_then_wait = async {
-                exchange.request_body_sent().await;
-                lease.restart_clock(service.clock.now_us());
-                tokio::time::sleep(out.response_timeout).await;
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice (see `proxy::handle`)"
+)]
+pub(super) fn forward<'a>(
+    service: &'a Service,
+    out: Outgoing<'a>,
+    exchange: &'a Arc<Exchange>,
+) -> impl Future<Output = Result<Forwarded, GatewayError>> + 'a {
+    async move {
+        let mut rng = fastrand::Rng::new();
+        let mut tried = Candidates::default();
+        let mut attempt = 0u32;
+        // The endpoint to replay on after a reset on a reused pooled connection (see below).
+        let mut replay_on: Option<Arc<crate::upstream::Endpoint>> = None;
+        let mut pooled = true;
+        let mut headers = Some(out.headers);
+        // Without a body the response timeout runs from now, across attempts; with one it starts
+        // once the body has been sent (a stalled upload is the body's idle timeout's business).
+        let deadline = Instant::now() + out.response_timeout;
+        service.retry_budget.deposit();
+        let mut attempts_made = 0u32;
+        loop {
+            // Without a body, later attempts get what is left of the shared deadline: a timeout
+            // then says little about the endpoint, so the breaker does not hear of it.
+            let has_full_time = out.body.is_some() || attempts_made == 0;
+            attempts_made += 1;
+            let now = service.clock.now_us();
+            let picked = match replay_on.take().and_then(|e| e.lease(now)) {
+                Some(lease) => Ok(lease),
+                None => service.pool.pick(now, out.hash_key, &tried, &mut rng),
             };
-            tokio::select! {
-                sent = send => Some(sent),
-                () = upload_then_wait => None,
-            }
-        } else {
-            tokio::time::timeout_at(deadline, send).await.ok()
-        };
-        let failure = match sent {
-            Some(Ok((response, conn))) => {
-                exchange.set_upstream(endpoint.label.clone());
-                let outcome = if service
-                    .failure_statuses
-                    .contains(response.status().as_u16())
-                {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
+            let mut lease = match picked {
+                Ok(lease) => lease,
+                Err(Unavailable { retry_after_secs }) => {
+                    return Err(GatewayError::new(
+                        ErrorKind::NoHealthyUpstream,
+                        Side::Upstream,
+                        format!("no usable upstream for service {}", service.name),
+                    )
+                    .with_retry_after(retry_after_secs));
+                }
+            };
+            let endpoint = lease.endpoint().clone();
+            let Some(target) = endpoint.url.path_and_query(out.forward_path, out.query) else {
+                return Err(GatewayError::client(
+                    ErrorKind::BadRequest,
+                    "the request target cannot be forwarded",
+                ));
+            };
+            let may_retry = attempt < service.max_retries || pooled;
+            let attempt_headers = match (&headers, may_retry) {
+                (Some(h), true) => h.clone(),
+                _ => headers.take().unwrap_or_default(),
+            };
+            let body = match &out.body {
+                Some(unsent) => RequestBody::new(
+                    unsent,
+                    out.max_request_body,
+                    out.idle_timeout,
+                    exchange.clone(),
+                ),
+                None => RequestBody::empty(exchange.clone()),
+            };
+            let request = upstream_request(out.method.clone(), attempt_headers, body);
+            // Retries use a new connection: the pooled one next in line may be as stale as the
+            // one that just failed.
+            let send = send(service, &endpoint, request, target, pooled);
+            let sent = if out.body.is_some() {
+                let lease = &mut lease;
+                let upload_then_wait = async {
+                    exchange.request_body_sent().await;
+                    lease.restart_clock(service.clock.now_us());
+                    tokio::time::sleep(out.response_timeout).await;
                 };
-                lease.record(outcome, service.clock.now_us());
-                if crate::realtime::sse::is_event_stream(response.headers()) {
-                    lease.set_kind(StreamKind::Sse);
+                tokio::select! {
+                    sent = send => Some(sent),
+                    () = upload_then_wait => None,
                 }
-                return Ok(Forwarded {
-                    response,
-                    lease,
-                    conn,
-                });
-            }
-            Some(Err(e)) => {
-                let client_error = client_side(&*e.error, out.max_request_body, out.idle_timeout);
-                if let Some(error) = client_error {
-                    // The client's doing: the lease goes back unrecorded.
+            } else {
+                tokio::time::timeout_at(deadline, send).await.ok()
+            };
+            let failure = match sent {
+                Some(Ok((response, conn))) => {
                     exchange.set_upstream(endpoint.label.clone());
-                    return Err(error);
+                    let outcome = if service
+                        .failure_statuses
+                        .contains(response.status().as_u16())
+                    {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    lease.record(outcome, service.clock.now_us());
+                    let event_stream = crate::realtime::sse::is_event_stream(response.headers());
+                    if event_stream {
+                        lease.set_kind(StreamKind::Sse);
+                    }
+                    return Ok(Forwarded {
+                        response,
+                        lease,
+                        conn,
+                        event_stream,
+                    });
                 }
-                if e.connect {
-                    Failure::Connect(e.error)
-                } else if is_invalid_response(&*e.error) {
-                    Failure::Invalid(e.error)
-                } else {
-                    Failure::Reset {
-                        error: e.error,
-                        reused: e.reused,
-                        unsent: e.unsent,
+                Some(Err(e)) => {
+                    let client_error =
+                        client_side(&*e.error, out.max_request_body, out.idle_timeout);
+                    if let Some(error) = client_error {
+                        // The client's doing: the lease goes back unrecorded.
+                        exchange.set_upstream(endpoint.label.clone());
+                        return Err(error);
+                    }
+                    if e.connect {
+                        Failure::Connect(e.error)
+                    } else if is_invalid_response(&*e.error) {
+                        Failure::Invalid(e.error)
+                    } else {
+                        Failure::Reset {
+                            error: e.error,
+                            reused: e.reused,
+                            unsent: e.unsent,
+                        }
                     }
                 }
-            }
-            None => Failure::Timeout,
-        };
-        let body_unsent = out.body.as_ref().is_none_or(UnsentBody::is_unsent);
-        let safe_to_repeat = body_unsent
-            && match &failure {
-                Failure::Connect(_) => true,
-                Failure::Reset { unsent: true, .. } => true,
-                Failure::Reset { .. } | Failure::Invalid(_) => out.method.is_idempotent(),
-                Failure::Timeout => false,
+                None => Failure::Timeout,
             };
-        if pooled && safe_to_repeat && matches!(failure, Failure::Reset { reused: true, .. }) {
-            // A reset on a reused connection is most often a keep-alive connection the
-            // upstream closed just as we reused it: the endpoint is fine. Replay once on a
-            // new connection to the same endpoint, outside the retry count and budget, and
-            // let that attempt's outcome be the one the breaker hears.
-            log_failure(exchange, &endpoint.label, &failure, true);
-            drop(lease);
-            replay_on = Some(endpoint);
-            pooled = false;
-            continue;
-        }
-        pooled = false;
-        if matches!(failure, Failure::Timeout) && !has_full_time {
-            drop(lease); // released unrecorded
-        } else {
-            lease.record(Outcome::Failure, service.clock.now_us());
-            drop(lease);
-        }
-        let may_retry = attempt < service.max_retries;
-        let mut retrying = false;
-        if may_retry && safe_to_repeat {
-            if let Some(index) = service.pool.index_of(&endpoint) {
-                tried.insert(index);
+            let body_unsent = out.body.as_ref().is_none_or(UnsentBody::is_unsent);
+            let safe_to_repeat = body_unsent
+                && match &failure {
+                    Failure::Connect(_) => true,
+                    Failure::Reset { unsent: true, .. } => true,
+                    Failure::Reset { .. } | Failure::Invalid(_) => out.method.is_idempotent(),
+                    Failure::Timeout => false,
+                };
+            if pooled && safe_to_repeat && matches!(failure, Failure::Reset { reused: true, .. }) {
+                // A reset on a reused connection is most often a keep-alive connection the
+                // upstream closed just as we reused it: the endpoint is fine. Replay once on a
+                // new connection to the same endpoint, outside the retry count and budget, and
+                // let that attempt's outcome be the one the breaker hears.
+                log_failure(exchange, &endpoint.label, &failure, true);
+                drop(lease);
+                replay_on = Some(endpoint);
+                pooled = false;
+                continue;
             }
-            // After a reset the same endpoint may be tried again when nothing else is usable.
-            let now = service.clock.now_ms();
-            retrying =
-                service.pool.has_usable_except(&tried, now) && service.retry_budget.withdraw();
+            pooled = false;
+            if matches!(failure, Failure::Timeout) && !has_full_time {
+                drop(lease); // released unrecorded
+            } else {
+                lease.record(Outcome::Failure, service.clock.now_us());
+                drop(lease);
+            }
+            let may_retry = attempt < service.max_retries;
+            let mut retrying = false;
+            if may_retry && safe_to_repeat {
+                if let Some(index) = service.pool.index_of(&endpoint) {
+                    tried.insert(index);
+                }
+                // After a reset the same endpoint may be tried again when nothing else is usable.
+                let now = service.clock.now_ms();
+                retrying =
+                    service.pool.has_usable_except(&tried, now) && service.retry_budget.withdraw();
+            }
+            log_failure(exchange, &endpoint.label, &failure, retrying);
+            if retrying {
+                service.count_retry();
+                attempt += 1;
+                continue;
+            }
+            exchange.set_upstream(endpoint.label.clone());
+            return Err(failure_error(failure, out.response_timeout));
         }
-        log_failure(exchange, &endpoint.label, &failure, retrying);
-        if retrying {
-            service.count_retry();
-            attempt += 1;
-            continue;
-        }
-        exchange.set_upstream(endpoint.label.clone());
-        return Err(failure_error(failure, out.response_timeout));
     }
 }
 
@@ -259,42 +271,48 @@ fn upstream_request(method: Method, headers: HeaderMap, body: RequestBody) -> Re
 /// Sends one attempt to `endpoint`: over its own keep-alive pool for plain `http` (the URI in
 /// origin form), else over the service's legacy client (the URI absolute). `pooled` false
 /// asks for a new connection.
-async fn send(
-    service: &Service,
-    endpoint: &Endpoint,
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice (see `proxy::handle`)"
+)]
+fn send<'a>(
+    service: &'a Service,
+    endpoint: &'a Endpoint,
     mut request: Request<RequestBody>,
     target: PathAndQuery,
     pooled: bool,
-) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
-    if let Some(conns) = &endpoint.conns {
-        *request.uri_mut() = Uri::from(target);
-        let (response, conn) = conns.send(request, pooled).await?;
-        return Ok((response, Some(conn)));
-    }
-    let Some(uri) = endpoint.url.uri(target) else {
-        return Err(SendError {
-            connect: true,
-            reused: false,
-            unsent: true,
-            error: "the upstream URI cannot be formed".into(),
-        });
-    };
-    *request.uri_mut() = uri;
-    let client = if pooled {
-        &service.client
-    } else {
-        &service.fresh_client
-    };
-    match client.request(request).await {
-        Ok(response) => Ok((response, None)),
-        Err(e) => Err(SendError {
-            connect: e.is_connect(),
-            // The legacy client does not say; see the module comment. (It sends a request
-            // that found its connection closed again by itself.)
-            reused: pooled,
-            unsent: false,
-            error: e.into(),
-        }),
+) -> impl Future<Output = Result<(Response<Incoming>, Option<PooledConn>), SendError>> + 'a {
+    async move {
+        if let Some(conns) = &endpoint.conns {
+            *request.uri_mut() = Uri::from(target);
+            let (response, conn) = conns.send(request, pooled).await?;
+            return Ok((response, Some(conn)));
+        }
+        let Some(uri) = endpoint.url.uri(target) else {
+            return Err(SendError {
+                connect: true,
+                reused: false,
+                unsent: true,
+                error: "the upstream URI cannot be formed".into(),
+            });
+        };
+        *request.uri_mut() = uri;
+        let client = if pooled {
+            &service.client
+        } else {
+            &service.fresh_client
+        };
+        match client.request(request).await {
+            Ok(response) => Ok((response, None)),
+            Err(e) => Err(SendError {
+                connect: e.is_connect(),
+                // The legacy client does not say; see the module comment. (It sends a request
+                // that found its connection closed again by itself.)
+                reused: pooled,
+                unsent: false,
+                error: e.into(),
+            }),
+        }
     }
 }
 

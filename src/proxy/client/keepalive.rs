@@ -17,6 +17,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -113,43 +114,49 @@ impl ConnPool {
     /// Sends `request` (its URI in origin form) on an idle connection when `reuse` allows and
     /// one is ready, else on a new one. Resolves with the response head; the connection is
     /// lent until the response body is done.
-    pub async fn send(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice (see `proxy::handle`)"
+    )]
+    pub fn send(
         &self,
         mut request: Request<RequestBody>,
         reuse: bool,
-    ) -> Result<(Response<Incoming>, PooledConn), SendError> {
-        let (mut sender, reused) = match reuse.then(|| self.inner.checkout()).flatten() {
-            Some(sender) => (sender, true),
-            None => match self.inner.connect().await {
-                Ok(sender) => (sender, false),
-                Err(error) => {
-                    return Err(SendError {
-                        connect: true,
-                        reused: false,
-                        unsent: true,
-                        error,
-                    })
-                }
-            },
-        };
-        request
-            .headers_mut()
-            .entry(http::header::HOST)
-            .or_insert_with(|| self.inner.host_header.clone());
-        match sender.send_request(request).await {
-            Ok(response) => Ok((
-                response,
-                PooledConn {
-                    sender: Some(sender),
-                    pool: self.inner.clone(),
+    ) -> impl Future<Output = Result<(Response<Incoming>, PooledConn), SendError>> + '_ {
+        async move {
+            let (mut sender, reused) = match reuse.then(|| self.inner.checkout()).flatten() {
+                Some(sender) => (sender, true),
+                None => match self.inner.connect().await {
+                    Ok(sender) => (sender, false),
+                    Err(error) => {
+                        return Err(SendError {
+                            connect: true,
+                            reused: false,
+                            unsent: true,
+                            error,
+                        })
+                    }
                 },
-            )),
-            Err(error) => Err(SendError {
-                connect: false,
-                reused,
-                unsent: error.is_canceled(),
-                error: error.into(),
-            }),
+            };
+            request
+                .headers_mut()
+                .entry(http::header::HOST)
+                .or_insert_with(|| self.inner.host_header.clone());
+            match sender.send_request(request).await {
+                Ok(response) => Ok((
+                    response,
+                    PooledConn {
+                        sender: Some(sender),
+                        pool: self.inner.clone(),
+                    },
+                )),
+                Err(error) => Err(SendError {
+                    connect: false,
+                    reused,
+                    unsent: error.is_canceled(),
+                    error: error.into(),
+                }),
+            }
         }
     }
 
