@@ -1,7 +1,7 @@
 //! The request path: `handle(request) -> response`, top to bottom.
 //!
 //! ```text
-//! request id ─► ops endpoint? ─► framing and header-size checks ─► normalise path ─► route
+//! request id ─► framing and header-size checks ─► ops endpoint? ─► normalise path ─► route
 //!   ─► overload shedding ─► IP lists ─► method ─► auth ─► rate limit
 //!   ─► body limit (Content-Length) ─► upstream request headers (hop-by-hop removed,
 //!   X-Forwarded-*, x-request-id, traceparent, route header edits, identity)
@@ -88,8 +88,9 @@ impl ConnInfo {
 /// error type is `Infallible`: hyper's service takes this future as it is, without an async
 /// block around it that would be one more copy of it per request.
 ///
-/// Not an `async fn`, nor is anything it awaits on the request path: an `async fn` keeps its
-/// arguments twice in its future (as passed, and as the body's locals), and each future is
+/// Not an `async fn`, nor is anything on the request path that it awaits with the request
+/// in its arguments (`serve_route`, `forward`, `send`, `ConnPool::send`): an `async fn` keeps
+/// its arguments twice in its future (as passed, and as the body's locals), and each future is
 /// copied whole into the one awaiting it (`bench/instructions`).
 #[expect(
     clippy::manual_async_fn,
@@ -544,6 +545,9 @@ fn serve_route<'a>(
         let mut fill = cache_ticket
             .and_then(|ticket| ticket.start(parts.status, parts.version, &parts.headers));
         headers::remove_hop_by_hop(&mut parts.headers);
+        // Asked on the upstream's headers by `forward`; still an event stream only if its
+        // Content-Type survived (an upstream may name it in `Connection`).
+        let event_stream = event_stream && parts.headers.contains_key(http::header::CONTENT_TYPE);
         // Events are counted (and heartbeats sent) only where the bytes are the lines, not in a
         // compressed stream; heartbeats only where no length was declared, never past it.
         let plain_events = parts

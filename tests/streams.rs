@@ -100,6 +100,27 @@ impl SseUpstream {
     }
 }
 
+/// An upstream that names Content-Type in `Connection` has it removed (hop-by-hop), and
+/// what is left is not an event stream: no streaming headers are added to it.
+#[tokio::test]
+async fn an_event_stream_type_named_in_connection_is_removed_and_not_streamed() {
+    use crate::support::upstream::{Reply, Upstream};
+    let up = Upstream::start(|_| {
+        let mut reply = Reply::ok("data: x\n\n").header("connection", "content-type");
+        reply.headers[0].1 = "text/event-stream".into();
+        reply
+    })
+    .await;
+    let gw = TestGateway::in_front_of(&up).await;
+    let response = client().get(gw.url("/api/s/events")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    assert!(headers.get("content-type").is_none(), "{headers:?}");
+    assert!(headers.get("x-accel-buffering").is_none(), "{headers:?}");
+    assert!(headers.get("cache-control").is_none(), "{headers:?}");
+    assert_eq!(&response.bytes().await.unwrap()[..], b"data: x\n\n");
+}
+
 #[tokio::test]
 async fn the_sse_route_passes_each_event_on_as_it_arrives() {
     let ms = Duration::from_millis;
