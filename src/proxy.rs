@@ -47,6 +47,7 @@ use crate::realtime::{sse, ws};
 use crate::router::{normalize_path, Routed};
 use crate::runtime::Runtime;
 use crate::server::{ConnActivity, Role, StreamHost};
+use crate::upstream::StreamKind;
 use body::{GatewayBody, UnsentBody};
 use checks::{check_framing, content_length, request_authority};
 use forward::{forward, Outgoing};
@@ -519,9 +520,8 @@ fn serve_route<'a>(
         };
         let forward::Forwarded {
             response,
-            lease,
+            mut lease,
             conn: upstream_conn,
-            event_stream,
         } = match forward(service, outgoing, &exchange).await {
             Ok(forwarded) => forwarded,
             Err(error) => {
@@ -545,9 +545,9 @@ fn serve_route<'a>(
         let mut fill = cache_ticket
             .and_then(|ticket| ticket.start(parts.status, parts.version, &parts.headers));
         headers::remove_hop_by_hop(&mut parts.headers);
-        // Asked on the upstream's headers by `forward`; still an event stream only if its
-        // Content-Type survived (an upstream may name it in `Connection`).
-        let event_stream = event_stream && parts.headers.contains_key(http::header::CONTENT_TYPE);
+        // Asked once, after hop-by-hop removal: a Content-Type the upstream named in `Connection`
+        // is gone, and what is left is not an event stream.
+        let event_stream = sse::is_event_stream(&parts.headers);
         // Events are counted (and heartbeats sent) only where the bytes are the lines, not in a
         // compressed stream; heartbeats only where no length was declared, never past it.
         let plain_events = parts
@@ -560,6 +560,7 @@ fn serve_route<'a>(
         if event_stream {
             sse::set_stream_headers(&mut parts.headers);
             exchange.release_pressure_slot();
+            lease.set_kind(StreamKind::Sse);
         }
         apply_header_ops(&mut parts.headers, &policy.response_headers);
         if let Some(outcome) = x_cache {

@@ -38,7 +38,7 @@ use super::body::{
 use super::client::keepalive::{PooledConn, SendError};
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::observe::Exchange;
-use crate::upstream::{Candidates, Endpoint, Lease, Outcome, Service, StreamKind, Unavailable};
+use crate::upstream::{Candidates, Endpoint, Lease, Outcome, Service, Unavailable};
 
 /// Everything about the request that does not change from one attempt to the next.
 pub(super) struct Outgoing<'a> {
@@ -62,8 +62,6 @@ pub(super) struct Forwarded {
     pub lease: Lease,
     /// The keep-alive connection, given back to its pool then (plain `http` endpoints).
     pub conn: Option<PooledConn>,
-    /// Whether the response is a Server-Sent Events stream (asked once, here).
-    pub event_stream: bool,
 }
 
 /// How one attempt ended without a response head.
@@ -178,15 +176,10 @@ pub(super) fn forward<'a>(
                         Outcome::Success
                     };
                     lease.record(outcome, service.clock.now_us());
-                    let event_stream = crate::realtime::sse::is_event_stream(response.headers());
-                    if event_stream {
-                        lease.set_kind(StreamKind::Sse);
-                    }
                     return Ok(Forwarded {
                         response,
                         lease,
                         conn,
-                        event_stream,
                     });
                 }
                 Some(Err(e)) => {
