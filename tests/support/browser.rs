@@ -109,6 +109,13 @@ impl Browser {
 
     /// Sends one DevTools command and returns its result (events in between are skipped).
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let reply = self.reply(method, params).await;
+        assert!(reply.get("error").is_none(), "{method}: {reply}");
+        reply["result"].clone()
+    }
+
+    /// Sends one DevTools command and returns its whole reply, error or result.
+    async fn reply(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let message = json!({"id": id, "method": method, "params": params}).to_string();
@@ -123,8 +130,7 @@ impl Browser {
             let Message::Text(text) = frame else { continue };
             let reply: Value = serde_json::from_str(&text).unwrap();
             if reply["id"] == id {
-                assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return reply["result"].clone();
+                return reply;
             }
             self.note_event(&reply);
         }
@@ -161,10 +167,23 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
-    /// Waits until `expression` is true, failing with `what` after 10 seconds.
+    /// Waits until `expression` is true, failing with `what` after 10 seconds. An evaluation
+    /// cut short by the page navigating (a form just submitted) counts as not yet true.
     pub async fn wait_for(&mut self, expression: &str, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.eval(expression).await != Value::Bool(true) {
+        loop {
+            let params =
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true});
+            let reply = self.reply("Runtime.evaluate", params).await;
+            if let Some(error) = reply.get("error") {
+                let message = error["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains("navigated") || message.contains("context"),
+                    "Runtime.evaluate: {reply}"
+                );
+            } else if reply["result"]["result"]["value"] == Value::Bool(true) {
+                return;
+            }
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
