@@ -521,7 +521,6 @@ fn serve_route<'a>(
         let forward::Forwarded {
             response,
             mut lease,
-            conn: upstream_conn,
         } = match forward(service, outgoing, &exchange).await {
             Ok(forwarded) => forwarded,
             Err(error) => {
@@ -585,9 +584,7 @@ fn serve_route<'a>(
         {
             body = body.with_event_stream(events);
         }
-        let body = body
-            .with_lease(lease, upstream_conn)
-            .with_exchange(exchange);
+        let body = body.with_lease(lease).with_exchange(exchange);
         Response::from_parts(parts, body)
     }
 }

@@ -11,6 +11,7 @@ mod admin;
 mod auth;
 mod cache;
 mod cli;
+mod exchange;
 mod forwarding;
 mod framing;
 mod jwt;

@@ -26,7 +26,7 @@ use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::client::keepalive::PooledConn;
+use super::client::UpstreamBody;
 use super::idle::IdleTimer;
 use crate::cache::fill::Fill;
 use crate::observe::Exchange;
@@ -65,13 +65,10 @@ pub struct GatewayBody {
     /// The upstream endpoint's lease: the request counts as in flight there until this body
     /// is done. Dropped before the exchange, so the access log sees the final counts.
     lease: Option<Lease>,
-    /// The upstream connection the body comes over, given back to its pool when the body is
-    /// done. Dropped unfinished, it goes back only if hyper can still reuse it (the rest of
-    /// the body was already read); otherwise hyper closes it.
-    conn: Option<PooledConn>,
     exchange: Option<Arc<Exchange>>,
     /// A copy of the body on its way into the response cache.
-    fill: Option<Fill>,
+    /// Boxed: most responses have none, and this body is moved several times.
+    fill: Option<Box<Fill>>,
 }
 
 /// A client body not yet handed to an upstream connection. It stays here until the first
@@ -92,7 +89,7 @@ enum Kind {
     /// Made by the gateway as it goes (the dashboard's live feed); ends with the stream.
     Generated(Pin<Box<dyn Stream<Item = Bytes> + Send>>),
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         idle: IdleTimer,
         /// An event stream's line state and heartbeat.
         events: Option<EventStream>,
@@ -245,7 +242,6 @@ impl GatewayBody {
         GatewayBody {
             kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
             lease: None,
-            conn: None,
             exchange: None,
             fill: None,
         }
@@ -256,13 +252,12 @@ impl GatewayBody {
         GatewayBody {
             kind: Kind::Generated(Box::pin(stream)),
             lease: None,
-            conn: None,
             exchange: None,
             fill: None,
         }
     }
 
-    pub fn upstream(inner: Incoming, idle_timeout: Duration) -> Self {
+    pub fn upstream(inner: UpstreamBody, idle_timeout: Duration) -> Self {
         GatewayBody {
             kind: Kind::Upstream {
                 inner,
@@ -270,7 +265,6 @@ impl GatewayBody {
                 events: None,
             },
             lease: None,
-            conn: None,
             exchange: None,
             fill: None,
         }
@@ -290,16 +284,14 @@ impl GatewayBody {
             // Nothing will be polled (an empty body, a HEAD): it is whole already.
             fill.complete();
         } else {
-            self.fill = Some(fill);
+            self.fill = Some(Box::new(fill));
         }
         self
     }
 
-    /// Holds the endpoint's lease, and the connection the body comes over, until this body
-    /// is done.
-    pub fn with_lease(mut self, lease: Lease, conn: Option<PooledConn>) -> Self {
+    /// Holds the endpoint's lease until this body is done.
+    pub fn with_lease(mut self, lease: Lease) -> Self {
         self.lease = Some(lease);
-        self.conn = conn;
         self
     }
 
@@ -322,8 +314,6 @@ impl GatewayBody {
     }
 
     fn finished(&mut self) {
-        // Back to the pool at once: the next request need not wait for the client to read.
-        self.conn = None;
         if let Some(exchange) = &self.exchange {
             exchange.mark_completed();
         }
@@ -363,7 +353,7 @@ impl Body for GatewayBody {
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BoxError::from(e)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending if idle.poll_expired(cx) => {
                     let error: BoxError = Box::new(BodyIdleTimeout(idle.timeout()));

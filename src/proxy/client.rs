@@ -4,17 +4,24 @@
 //! rustls (HTTP/2 by ALPN). Redirects are never followed: neither client has such a feature,
 //! which is what a proxy wants.
 
+pub mod h1;
 pub mod keepalive;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::RequestBody;
+use super::body::{BoxError, RequestBody};
 
 pub type Connector = HttpsConnector<HttpConnector>;
 pub type Client<B> = legacy::Client<Connector, B>;
@@ -65,4 +72,42 @@ pub fn connector(connect_timeout: Duration, http2: bool) -> Result<Connector, St
     } else {
         https.wrap_connector(http)
     })
+}
+
+/// The body of an upstream response, from whichever client read it.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Hyper(Incoming),
+    H1(h1::ResponseBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|result| result.map_err(BoxError::from))),
+            UpstreamBody::H1(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(body) => body.is_end_stream(),
+            UpstreamBody::H1(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(body) => body.size_hint(),
+            UpstreamBody::H1(body) => body.size_hint(),
+        }
+    }
 }

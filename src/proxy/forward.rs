@@ -29,13 +29,14 @@ use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{
     caused_by, BodyIdleTimeout, BodyTooLarge, BoxError, ClientBodyError, RequestBody, UnsentBody,
 };
-use super::client::keepalive::{PooledConn, SendError};
+use super::client::h1::InvalidResponse;
+use super::client::keepalive::SendError;
+use super::client::UpstreamBody;
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::observe::Exchange;
 use crate::upstream::{Candidates, Endpoint, Lease, Outcome, Service, Unavailable};
@@ -57,11 +58,9 @@ pub(super) struct Outgoing<'a> {
 
 /// A response head from the upstream, and what to hold until its body is done.
 pub(super) struct Forwarded {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     /// The endpoint's lease: the request is in flight there until then.
     pub lease: Lease,
-    /// The keep-alive connection, given back to its pool then (plain `http` endpoints).
-    pub conn: Option<PooledConn>,
 }
 
 /// How one attempt ended without a response head.
@@ -165,7 +164,7 @@ pub(super) fn forward<'a>(
                 tokio::time::timeout_at(deadline, send).await.ok()
             };
             let failure = match sent {
-                Some(Ok((response, conn))) => {
+                Some(Ok(response)) => {
                     exchange.set_upstream(endpoint.label.clone());
                     let outcome = if service
                         .failure_statuses
@@ -176,11 +175,7 @@ pub(super) fn forward<'a>(
                         Outcome::Success
                     };
                     lease.record(outcome, service.clock.now_us());
-                    return Ok(Forwarded {
-                        response,
-                        lease,
-                        conn,
-                    });
+                    return Ok(Forwarded { response, lease });
                 }
                 Some(Err(e)) => {
                     let client_error =
@@ -274,12 +269,11 @@ fn send<'a>(
     mut request: Request<RequestBody>,
     target: PathAndQuery,
     pooled: bool,
-) -> impl Future<Output = Result<(Response<Incoming>, Option<PooledConn>), SendError>> + 'a {
+) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + 'a {
     async move {
         if let Some(conns) = &endpoint.conns {
             *request.uri_mut() = Uri::from(target);
-            let (response, conn) = conns.send(request, pooled).await?;
-            return Ok((response, Some(conn)));
+            return conns.send(request, pooled).await;
         }
         let Some(uri) = endpoint.url.uri(target) else {
             return Err(SendError {
@@ -296,7 +290,7 @@ fn send<'a>(
             &service.fresh_client
         };
         match client.request(request).await {
-            Ok(response) => Ok((response, None)),
+            Ok(response) => Ok(response.map(UpstreamBody::Hyper)),
             Err(e) => Err(SendError {
                 connect: e.is_connect(),
                 // The legacy client does not say; see the module comment. (It sends a request
@@ -374,8 +368,12 @@ fn log_failure(exchange: &Exchange, upstream: &str, failure: &Failure, retrying:
     }
 }
 
-/// Whether hyper failed to parse the upstream's response (as opposed to losing the connection).
+/// Whether the upstream's response could not be parsed (as opposed to the connection being
+/// lost), by our own HTTP/1.1 exchange or by hyper.
 fn is_invalid_response(error: &(dyn std::error::Error + 'static)) -> bool {
+    if caused_by::<InvalidResponse>(error) {
+        return true;
+    }
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(hyper_error) = e.downcast_ref::<hyper::Error>() {

@@ -76,7 +76,7 @@ pub async fn invalid_response_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 /// Counts connections; on each, reads the request, writes `answer` (if any) and closes.
-async fn counting_upstream(answer: Option<&'static [u8]>) -> (SocketAddr, Arc<AtomicUsize>) {
+pub async fn counting_upstream(answer: Option<&'static [u8]>) -> (SocketAddr, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
     let seen = count.clone();
     let addr = raw_upstream(move |mut stream| {
@@ -86,6 +86,35 @@ async fn counting_upstream(answer: Option<&'static [u8]>) -> (SocketAddr, Arc<At
             let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
             if let Some(answer) = answer {
                 let _ = stream.write_all(answer).await;
+            }
+        }
+    })
+    .await;
+    (addr, count)
+}
+
+/// Answers every request head on a connection with `answer`, for as long as the connection
+/// stays open, counting the connections it got: a gateway that reuses connections shows as
+/// fewer connections than requests.
+pub async fn answering_upstream(answer: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let addr = raw_upstream(move |mut stream| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    pending.drain(..end + 4);
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
             }
         }
     })

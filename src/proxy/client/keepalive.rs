@@ -1,15 +1,14 @@
-//! Keep-alive HTTP/1.1 connections to one plain-`http` endpoint, on hyper's connection-level
-//! client (`hyper::client::conn::http1`).
+//! Keep-alive HTTP/1.1 connections to one plain-`http` endpoint, each request exchanged in
+//! its own task ([`h1`]).
 //!
 //! Why not hyper-util's legacy client, which `https` upstreams still use: for every request it
 //! looks its pool up by scheme and authority, races a checkout against a new connection,
 //! rewrites the request and spawns a task that waits for the connection to be idle again —
 //! together the largest single cost of a proxied request in `bench/instructions`. Here each
 //! endpoint owns its connections, so a checkout is one lock and a pop, and a connection goes
-//! back when the response body ends. By then hyper has almost always made it ready for the
-//! next request; only when it has not does a small task wait for it ([`PooledConn`]'s drop).
-//! The pool also knows whether a connection was reused, which the proxy's replay of a request
-//! that died on a stale keep-alive connection needs (`forward`).
+//! back when its response body ends. The pool also knows whether a connection was reused,
+//! which the proxy's replay of a request that died on a stale keep-alive connection needs
+//! (`forward`).
 //!
 //! Idle connections are handed out newest first: the newest is the least likely to be one the
 //! upstream is about to close. One idle for [`IDLE_TIMEOUT`] is closed, at checkout or by a
@@ -24,12 +23,12 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http_body::Body as _;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::h1::{self, Recycle};
+use super::UpstreamBody;
 use super::POOL_IDLE_TIMEOUT as IDLE_TIMEOUT;
 use crate::proxy::body::{BoxError, RequestBody};
 
@@ -40,6 +39,8 @@ pub struct ConnPool {
 }
 
 struct Inner {
+    /// This pool, for the sweeper a connection given back may start.
+    me: Weak<Inner>,
     /// Host name or IP (without brackets) and port to connect to.
     host: String,
     port: u16,
@@ -53,16 +54,8 @@ struct Inner {
 }
 
 struct IdleConn {
-    sender: SendRequest<RequestBody>,
+    conn: Box<h1::Conn>,
     since: Instant,
-}
-
-/// A connection lent to one request. Dropping it gives it back: at once when hyper has it
-/// ready for another request, or once it is (a task waits, up to [`IDLE_TIMEOUT`]); a
-/// connection that closed is let go.
-pub struct PooledConn {
-    sender: Option<SendRequest<RequestBody>>,
-    pool: Arc<Inner>,
 }
 
 /// Why a request got no response head.
@@ -72,8 +65,8 @@ pub struct SendError {
     pub connect: bool,
     /// The request went out on a connection an earlier request had used.
     pub reused: bool,
-    /// The connection closed before any of the request was written (hyper gives it back
-    /// "canceled"): the upstream cannot have seen it, whatever its method.
+    /// The connection failed before any of the request was written: the upstream cannot
+    /// have seen it, whatever its method.
     pub unsent: bool,
     pub error: BoxError,
 }
@@ -100,7 +93,8 @@ impl ConnPool {
         }
         .unwrap_or(HeaderValue::from_static("localhost"));
         ConnPool {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
+                me: me.clone(),
                 host: host.to_owned(),
                 port: port.unwrap_or(80),
                 host_header,
@@ -112,22 +106,22 @@ impl ConnPool {
     }
 
     /// Sends `request` (its URI in origin form) on an idle connection when `reuse` allows and
-    /// one is ready, else on a new one. Resolves with the response head; the connection is
-    /// lent until the response body is done.
+    /// one is usable, else on a new one. Resolves with the response head; the connection
+    /// goes with the response body, back to the pool when that ends cleanly.
     #[expect(
         clippy::manual_async_fn,
         reason = "an async fn keeps its arguments twice (see `proxy::handle`)"
     )]
     pub fn send(
         &self,
-        mut request: Request<RequestBody>,
+        request: Request<RequestBody>,
         reuse: bool,
-    ) -> impl Future<Output = Result<(Response<Incoming>, PooledConn), SendError>> + '_ {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + '_ {
         async move {
-            let (mut sender, reused) = match reuse.then(|| self.inner.checkout()).flatten() {
-                Some(sender) => (sender, true),
-                None => match self.inner.connect().await {
-                    Ok(sender) => (sender, false),
+            let (mut conn, reused) = match reuse.then(|| self.inner.checkout()).flatten() {
+                Some(conn) => (conn, true),
+                None => match self.inner.connect_tcp().await {
+                    Ok(stream) => (h1::Conn::new(stream), false),
                     Err(error) => {
                         return Err(SendError {
                             connect: true,
@@ -138,23 +132,27 @@ impl ConnPool {
                     }
                 },
             };
-            request
-                .headers_mut()
+            let (mut parts, body) = request.into_parts();
+            parts
+                .headers
                 .entry(http::header::HOST)
                 .or_insert_with(|| self.inner.host_header.clone());
-            match sender.send_request(request).await {
-                Ok(response) => Ok((
-                    response,
-                    PooledConn {
-                        sender: Some(sender),
-                        pool: self.inner.clone(),
-                    },
-                )),
-                Err(error) => Err(SendError {
+            let body = (!body.is_end_stream()).then_some(body);
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            match conn
+                .exchange(&parts.method, target, &parts.headers, body)
+                .await
+            {
+                Ok((head, upload)) => {
+                    let home: Arc<dyn Recycle> = self.inner.clone();
+                    let body = conn.into_body(&head, upload, Some(home));
+                    Ok(head.response.map(|()| UpstreamBody::H1(body)))
+                }
+                Err(failure) => Err(SendError {
                     connect: false,
                     reused,
-                    unsent: error.is_canceled(),
-                    error: error.into(),
+                    unsent: failure.unsent,
+                    error: failure.error,
                 }),
             }
         }
@@ -178,51 +176,17 @@ impl fmt::Debug for ConnPool {
 // === impl Inner ===
 
 impl Inner {
-    /// The newest idle connection that is ready and not expired; older ones it passes are
+    /// The newest idle connection that is usable and not expired; older ones it passes are
     /// closed.
-    fn checkout(&self) -> Option<SendRequest<RequestBody>> {
+    fn checkout(&self) -> Option<Box<h1::Conn>> {
         let mut idle = self.idle.lock().ok()?;
         let now = Instant::now();
-        while let Some(conn) = idle.pop_back() {
-            if conn.sender.is_ready() && now.duration_since(conn.since) < IDLE_TIMEOUT {
-                return Some(conn.sender);
+        while let Some(idle) = idle.pop_back() {
+            if now.duration_since(idle.since) < IDLE_TIMEOUT && idle.conn.is_usable() {
+                return Some(idle.conn);
             }
         }
         None
-    }
-
-    fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
-        idle.push_back(IdleConn {
-            sender,
-            since: Instant::now(),
-        });
-        drop(idle);
-        if !self.sweeping.swap(true, Ordering::AcqRel) {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(sweep(Arc::downgrade(self)))),
-                Err(_) => self.sweeping.store(false, Ordering::Release),
-            }
-        }
-    }
-
-    /// A new HTTP/1.1 connection.
-    async fn connect(&self) -> Result<SendRequest<RequestBody>, BoxError> {
-        let stream = self.connect_tcp().await?;
-        let (sender, connection) = http1::Builder::new()
-            // One flattened write per request head and body chunk: fewer syscalls than
-            // writev for the small bodies a gateway mostly carries.
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
     }
 
     /// A TCP connection with `TCP_NODELAY` (also the WebSocket bridge's, which needs the
@@ -251,6 +215,25 @@ impl Inner {
     }
 }
 
+impl Recycle for Inner {
+    fn recycle(&self, conn: Box<h1::Conn>) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        idle.push_back(IdleConn {
+            conn,
+            since: Instant::now(),
+        });
+        drop(idle);
+        if !self.sweeping.swap(true, Ordering::AcqRel) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(sweep(self.me.clone()))),
+                Err(_) => self.sweeping.store(false, Ordering::Release),
+            }
+        }
+    }
+}
+
 /// Closes connections idle for [`IDLE_TIMEOUT`] while the pool has any; ends when it has none
 /// (the next connection given back starts another).
 async fn sweep(pool: Weak<Inner>) {
@@ -274,39 +257,6 @@ async fn sweep(pool: Weak<Inner>) {
             pool.sweeping.store(false, Ordering::Release);
             return;
         }
-    }
-}
-
-// === impl PooledConn ===
-
-impl Drop for PooledConn {
-    fn drop(&mut self) {
-        let Some(mut sender) = self.sender.take() else {
-            return;
-        };
-        if sender.is_ready() {
-            self.pool.put(sender);
-            return;
-        }
-        if sender.is_closed() {
-            return;
-        }
-        // Still finishing this exchange (the request body going out, the end of the response
-        // being read on another thread): give it back once hyper says it is ready.
-        let pool = self.pool.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, sender.ready()).await {
-                    pool.put(sender);
-                }
-            });
-        }
-    }
-}
-
-impl fmt::Debug for PooledConn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PooledConn")
     }
 }
 

@@ -1,0 +1,783 @@
+//! HTTP/1.1 exchanges with plain-`http` upstreams, run inside the request's own task.
+//!
+//! hyper's connection-level client hands each request to a connection task over a channel,
+//! the response head back over a oneshot and the body over a third hand-off, with a task
+//! switch each way: `bench/instructions` put that at over a quarter of a proxied request's
+//! user-space work. Here the request's own task writes the head, reads the response head
+//! (httparse) and then reads the body whenever the client's connection asks for more
+//! ([`ResponseBody`]), so nothing is handed over.
+//!
+//! A request body ([`Upload`]) is written while the exchange waits for the response head,
+//! and after that whenever the response body is polled, so an upstream may answer before
+//! the upload ends (a 413, an echo streaming back) and both directions keep flowing. It goes
+//! as the client declared it (Content-Length), else chunked; a write that fails does not hide
+//! a response the upstream had already sent.
+//!
+//! Framing follows RFC 9112 §6.3, as hyper's client does: no body after HEAD, 1xx, 204 and
+//! 304; chunked when it is the final transfer coding (Content-Length is then dropped);
+//! otherwise Content-Length (every value the same, or the response is invalid); otherwise
+//! until the upstream closes. Interim 1xx responses are skipped; a 101 is returned as it is
+//! (the proxy refuses it, having asked for no upgrade). A connection is reused only when its
+//! response ended exactly where the framing said and neither side asked to close.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::proxy::body::{BoxError, RequestBody};
+
+/// At most this many header fields in a response head (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// A response head, a chunk-size line or a trailer section larger than this is invalid.
+/// nginx's default is 4 or 8 KiB; this is generous.
+const MAX_HEAD: usize = 64 * 1024;
+/// Room made before the first read of a response; doubled while reads fill it, up to
+/// [`MAX_READ`], so a long download takes few reads without holding much memory.
+const FIRST_READ: usize = 8 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
+/// One HTTP/1.1 connection to an upstream, between exchanges or in one. Kept boxed (see
+/// [`Conn::new`]).
+pub struct Conn {
+    stream: TcpStream,
+    /// Read from the upstream and not yet used.
+    buf: BytesMut,
+    /// The request head being written; kept so its allocation is reused.
+    head: Vec<u8>,
+}
+
+/// Where a finished connection goes (its pool).
+pub trait Recycle: Send + Sync {
+    fn recycle(&self, conn: Box<Conn>);
+}
+
+/// A request body on its way to the upstream, written as the exchange and then the response
+/// body are polled.
+pub struct Upload {
+    body: RequestBody,
+    chunked: bool,
+    /// Taken from the body and not yet written: a chunk-size line, the data, the CRLF.
+    parts: [Bytes; 3],
+    /// The body has ended; its last bytes are in `parts`.
+    ended: bool,
+}
+
+enum UploadError {
+    /// The client's body failed (too large, stalled, malformed): the caller answers it.
+    Body(BoxError),
+    Write(io::Error),
+}
+
+/// A response head and what decides its body.
+pub struct Head {
+    pub response: Response<()>,
+    framing: Framing,
+    reusable: bool,
+}
+
+/// An exchange that got no response head.
+#[derive(Debug)]
+pub struct Failure {
+    /// Nothing of the request was written: the upstream cannot have seen it.
+    pub unsent: bool,
+    pub error: BoxError,
+}
+
+/// The upstream's response was not valid HTTP/1.1.
+#[derive(Debug)]
+pub struct InvalidResponse(&'static str);
+
+/// The body of a response read by [`Conn::exchange`], read from the connection as it is
+/// polled; the connection goes back to its pool when the body ends cleanly.
+pub struct ResponseBody {
+    framing: Framing,
+    /// `None` once the body has ended (the connection recycled or closed).
+    conn: Option<Box<Conn>>,
+    reusable: bool,
+    home: Option<Arc<dyn Recycle>>,
+    /// Room to make before the next read.
+    read_size: usize,
+    /// An error not given yet: see [`ResponseBody::fail`].
+    failed: Option<BoxError>,
+    /// The rest of the request body, when the response came before its end.
+    upload: Option<Box<Upload>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: the trailer section and the final CRLF.
+    Trailers,
+}
+
+/// What decoding the buffered bytes gave.
+enum Decoded {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The body ended.
+    End,
+    /// More bytes must be read.
+    More,
+}
+
+// === impl Conn ===
+
+impl Conn {
+    /// Boxed once, for its life: the response body that carries it is moved several times
+    /// on its way to the client, and a pointer is cheaper to move than the connection.
+    pub fn new(stream: TcpStream) -> Box<Self> {
+        Box::new(Conn {
+            stream,
+            buf: BytesMut::new(),
+            head: Vec::new(),
+        })
+    }
+
+    /// Whether an idle connection still looks usable: nothing arrived on it since its last
+    /// response, not even its end. Costs no system call unless the socket was reported
+    /// readable, since an end of stream is reported that way.
+    pub fn is_usable(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                // The readiness may be left from a read that filled the buffer exactly.
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes a request (`target` in origin form) and reads the response head, skipping
+    /// interim 1xx responses; the body, if any, is written meanwhile. Returns what is left of
+    /// the upload when the response came before its end.
+    pub async fn exchange(
+        &mut self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: Option<RequestBody>,
+    ) -> Result<(Head, Option<Box<Upload>>), Failure> {
+        let hint = body.as_ref().map(Body::size_hint);
+        let chunked = encode_head(&mut self.head, method, target, headers, hint);
+        let mut written = 0;
+        while written < self.head.len() {
+            match self.stream.write(&self.head[written..]).await {
+                Ok(0) => {
+                    let error = io::Error::from(io::ErrorKind::WriteZero);
+                    return Err(Failure::io(written == 0, error));
+                }
+                Ok(n) => written += n,
+                Err(e) => return Err(Failure::io(written == 0, e)),
+            }
+        }
+        let head_request = method == Method::HEAD;
+        let mut upload = body.map(|body| {
+            Box::new(Upload {
+                body,
+                chunked,
+                parts: Default::default(),
+                ended: false,
+            })
+        });
+        let mut write_failed = false;
+        let head = poll_fn(|cx| {
+            if let Some(sending) = upload.as_mut() {
+                match sending.poll_send(&mut self.stream, cx) {
+                    Poll::Ready(Ok(())) => upload = None,
+                    Poll::Ready(Err(UploadError::Body(error))) => {
+                        return Poll::Ready(Err(Failure {
+                            unsent: false,
+                            error,
+                        }))
+                    }
+                    // The upstream may have answered already (and closed): read on.
+                    Poll::Ready(Err(UploadError::Write(error))) => {
+                        tracing::debug!(%error, "writing the request body upstream failed");
+                        upload = None;
+                        write_failed = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            self.poll_head(cx, head_request)
+        })
+        .await;
+        let mut head = head?;
+        head.reusable &= !write_failed;
+        Ok((head, upload))
+    }
+
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        head_request: bool,
+    ) -> Poll<Result<Head, Failure>> {
+        loop {
+            if !self.buf.is_empty() {
+                let parsed = parse_head(&mut self.buf, head_request).map_err(Failure::invalid)?;
+                if let Some(head) = parsed {
+                    return Poll::Ready(Ok(head));
+                }
+                if self.buf.len() > MAX_HEAD {
+                    let invalid = InvalidResponse("response head too large");
+                    return Poll::Ready(Err(Failure::invalid(invalid)));
+                }
+            }
+            self.buf.reserve(FIRST_READ);
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf);
+            match ready!(read) {
+                Ok(0) if self.buf.is_empty() => {
+                    let error = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection before responding",
+                    );
+                    return Poll::Ready(Err(Failure::io(false, error)));
+                }
+                Ok(0) => {
+                    let invalid = InvalidResponse("the connection closed inside the response head");
+                    return Poll::Ready(Err(Failure::invalid(invalid)));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(Failure::io(false, e))),
+            }
+        }
+    }
+
+    /// Takes this connection's response body; `home` gets the connection back when the body
+    /// ends cleanly and the connection may be reused.
+    pub fn into_body(
+        self: Box<Self>,
+        head: &Head,
+        upload: Option<Box<Upload>>,
+        home: Option<Arc<dyn Recycle>>,
+    ) -> ResponseBody {
+        let mut body = ResponseBody {
+            framing: head.framing,
+            conn: Some(self),
+            reusable: head.reusable,
+            home,
+            read_size: FIRST_READ,
+            failed: None,
+            upload,
+        };
+        if body.framing == Framing::Length(0) {
+            body.finish();
+        }
+        body
+    }
+}
+
+/// `METHOD target HTTP/1.1`, the header fields as they are (names are lower case in
+/// `http`), and the blank line. For a request with a body (`body` its size hint) that
+/// declares no framing, Content-Length when its size is known, else chunked. True when the
+/// body is to be sent chunked.
+fn encode_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: Option<SizeHint>,
+) -> bool {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut chunked = false;
+    if let Some(hint) = body {
+        chunked = last_coding_is_chunked(headers);
+        if !chunked && !headers.contains_key(CONTENT_LENGTH) {
+            match hint.exact() {
+                Some(length) => {
+                    out.extend_from_slice(format!("content-length: {length}\r\n").as_bytes())
+                }
+                None => {
+                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                    chunked = true;
+                }
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    chunked
+}
+
+/// Whether chunked is the last transfer coding named.
+fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|value| value.as_bytes().rsplit(|b| *b == b',').next())
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Parses a final response head from the front of `buf` and removes it (and any interim
+/// 1xx heads before it); `None` when the head is not complete yet.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, InvalidResponse> {
+    loop {
+        // Uninitialised slots: filling a hundred of them first would cost more than parsing.
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let config = httparse::ParserConfig::default();
+        let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(InvalidResponse("too many header fields"))
+            }
+            Err(_) => return Err(InvalidResponse("malformed response head")),
+        };
+        let code = parsed.code.unwrap_or_default();
+        let status =
+            StatusCode::from_u16(code).map_err(|_| InvalidResponse("invalid status code"))?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            buf.advance(len);
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            continue;
+        }
+        let version = match parsed.version {
+            Some(1) => Version::HTTP_11,
+            _ => Version::HTTP_10,
+        };
+        // The header values are slices of one copy of the head, so the read buffer stays
+        // this connection's own and is reused for the next response.
+        let copy = Bytes::copy_from_slice(&buf[..len]);
+        let start = buf.as_ptr() as usize;
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        for field in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|_| InvalidResponse("invalid header name"))?;
+            let offset = field.value.as_ptr() as usize - start;
+            let value = copy.slice(offset..offset + field.value.len());
+            let value = HeaderValue::from_maybe_shared(value)
+                .map_err(|_| InvalidResponse("invalid header value"))?;
+            headers.append(name, value);
+        }
+        let reason = parsed
+            .reason
+            .filter(|reason| Some(*reason) != status.canonical_reason())
+            .and_then(|reason| hyper::ext::ReasonPhrase::try_from(reason.as_bytes()).ok());
+        buf.advance(len);
+
+        let (framing, framing_reusable) = framing(status, version, head_request, &mut headers)?;
+        let reusable = framing_reusable && status != StatusCode::SWITCHING_PROTOCOLS && {
+            let mut close = false;
+            let mut keep_alive = false;
+            for value in headers.get_all(CONNECTION) {
+                for token in value.as_bytes().split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            !close && (version == Version::HTTP_11 || keep_alive)
+        };
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
+        if let Some(reason) = reason {
+            response.extensions_mut().insert(reason);
+        }
+        return Ok(Some(Head {
+            response,
+            framing,
+            reusable,
+        }));
+    }
+}
+
+/// How the body is delimited, and whether the framing lets the connection be reused.
+fn framing(
+    status: StatusCode,
+    version: Version,
+    head_request: bool,
+    headers: &mut HeaderMap,
+) -> Result<(Framing, bool), InvalidResponse> {
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Length(0), true));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(InvalidResponse("Transfer-Encoding in an HTTP/1.0 response"));
+        }
+        // Transfer-Encoding overrides Content-Length; what the client sees matches.
+        let had_length = headers.remove(CONTENT_LENGTH).is_some();
+        return Ok(if last_coding_is_chunked(headers) {
+            (Framing::Chunked(Chunk::Size), !had_length)
+        } else {
+            (Framing::UntilClose, false)
+        });
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|b| *b == b',') {
+            let item = item.trim_ascii();
+            let parsed = std::str::from_utf8(item)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(InvalidResponse("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(InvalidResponse("differing Content-Length values"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(match length {
+        Some(length) => (Framing::Length(length), true),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+// === impl Upload ===
+
+impl Upload {
+    /// Writes what the body has, until it ends (ready) or has nothing more for now.
+    fn poll_send(
+        &mut self,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), UploadError>> {
+        loop {
+            while self.parts.iter().any(|part| !part.is_empty()) {
+                let slices = self.parts.each_ref().map(|part| IoSlice::new(part));
+                let written = ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices))
+                    .map_err(UploadError::Write)?;
+                if written == 0 {
+                    return Poll::Ready(Err(UploadError::Write(io::ErrorKind::WriteZero.into())));
+                }
+                let mut left = written;
+                for part in &mut self.parts {
+                    let n = left.min(part.len());
+                    part.advance(n);
+                    left -= n;
+                }
+            }
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) if self.chunked => {
+                        let size = Bytes::from(format!("{:x}\r\n", data.len()));
+                        self.parts = [size, data, Bytes::from_static(b"\r\n")];
+                    }
+                    Ok(data) => self.parts[0] = data,
+                    Err(frame) => {
+                        // Trailers end a chunked body; without chunked they cannot be sent.
+                        if let (true, Ok(trailers)) = (self.chunked, frame.into_trailers()) {
+                            let mut end = b"0\r\n".to_vec();
+                            for (name, value) in &trailers {
+                                end.extend_from_slice(name.as_str().as_bytes());
+                                end.extend_from_slice(b": ");
+                                end.extend_from_slice(value.as_bytes());
+                                end.extend_from_slice(b"\r\n");
+                            }
+                            end.extend_from_slice(b"\r\n");
+                            self.parts[0] = Bytes::from(end);
+                            self.ended = true;
+                        }
+                    }
+                },
+                Some(Err(error)) => return Poll::Ready(Err(UploadError::Body(error))),
+                None => {
+                    if self.chunked {
+                        self.parts[0] = Bytes::from_static(b"0\r\n\r\n");
+                    }
+                    self.ended = true;
+                }
+            }
+        }
+    }
+}
+
+// === impl ResponseBody ===
+
+impl ResponseBody {
+    /// The body has ended: the connection goes home if it can be reused, else it closes.
+    fn finish(&mut self) {
+        self.framing = Framing::Length(0);
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        // An upload cut short leaves the upstream waiting for the rest; bytes after the end of
+        // the response would be an answer to nothing. Either way the connection closes.
+        let upload_unfinished = self.upload.take().is_some();
+        if self.reusable && !upload_unfinished && conn.buf.is_empty() {
+            if let Some(home) = &self.home {
+                home.recycle(conn);
+            }
+        }
+    }
+
+    /// Closes the connection and keeps the error for the next poll. A body that fails makes
+    /// hyper's server drop what it has buffered and not yet written, which may be the
+    /// response head and the last bytes read with the failure; pending once lets it write
+    /// them, so the client sees the response cut where the upstream cut it.
+    fn fail(
+        &mut self,
+        error: BoxError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.framing = Framing::Length(0);
+        self.conn = None;
+        self.upload = None;
+        self.failed = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let (Some(upload), Some(conn)) = (this.upload.as_mut(), this.conn.as_mut()) {
+            match upload.poll_send(&mut conn.stream, cx) {
+                Poll::Ready(Ok(())) => this.upload = None,
+                // The response goes on; the connection will not be reused.
+                Poll::Ready(Err(UploadError::Body(error))) => {
+                    tracing::debug!(%error, "the request body failed after the response began");
+                    this.upload = None;
+                    this.reusable = false;
+                }
+                Poll::Ready(Err(UploadError::Write(error))) => {
+                    tracing::debug!(%error, "writing the request body upstream failed");
+                    this.upload = None;
+                    this.reusable = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(this.failed.take().map(Err));
+            };
+            match decode(&mut this.framing, &mut conn.buf) {
+                Ok(Decoded::Data(data)) => {
+                    if this.framing == Framing::Length(0) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::Trailers(trailers)) => {
+                    this.finish();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Ok(Decoded::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::More) if conn.buf.len() > MAX_HEAD => {
+                    let invalid = InvalidResponse("chunk-size line or trailers too large");
+                    return this.fail(Box::new(invalid), cx);
+                }
+                Ok(Decoded::More) => {}
+                Err(invalid) => return this.fail(Box::new(invalid), cx),
+            }
+            conn.buf.reserve(this.read_size);
+            let room = conn.buf.capacity() - conn.buf.len();
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf);
+            match ready!(read) {
+                Ok(0) if this.framing == Framing::UntilClose => {
+                    this.reusable = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    let error = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection inside the response body",
+                    );
+                    return this.fail(Box::new(error), cx);
+                }
+                Ok(n) => {
+                    if n == room {
+                        this.read_size = (this.read_size * 2).min(MAX_READ);
+                    }
+                }
+                Err(e) => return this.fail(Box::new(e), cx),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() && self.failed.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes what it can of the body from the front of `buf`.
+fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, InvalidResponse> {
+    match framing {
+        Framing::Length(0) => Ok(Decoded::End),
+        Framing::Length(left) => {
+            if buf.is_empty() {
+                return Ok(Decoded::More);
+            }
+            let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+            *left -= n as u64;
+            Ok(Decoded::Data(buf.split_to(n).freeze()))
+        }
+        Framing::UntilClose if buf.is_empty() => Ok(Decoded::More),
+        Framing::UntilClose => Ok(Decoded::Data(buf.split().freeze())),
+        Framing::Chunked(chunk) => decode_chunked(chunk, buf),
+    }
+}
+
+fn decode_chunked(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, InvalidResponse> {
+    loop {
+        match chunk {
+            Chunk::Size => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((len, 0))) => {
+                    buf.advance(len);
+                    *chunk = Chunk::Trailers;
+                }
+                Ok(httparse::Status::Complete((len, size))) => {
+                    buf.advance(len);
+                    *chunk = Chunk::Data(size);
+                }
+                Ok(httparse::Status::Partial) => return Ok(Decoded::More),
+                Err(_) => return Err(InvalidResponse("invalid chunk size")),
+            },
+            Chunk::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::More);
+                }
+                let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                if *left == 0 {
+                    *chunk = Chunk::DataEnd;
+                }
+                return Ok(Decoded::Data(buf.split_to(n).freeze()));
+            }
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Decoded::More);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(InvalidResponse("chunk data longer than its size"));
+                }
+                buf.advance(2);
+                *chunk = Chunk::Size;
+            }
+            Chunk::Trailers => {
+                if buf.len() < 2 {
+                    return Ok(Decoded::More);
+                }
+                if buf.starts_with(b"\r\n") {
+                    buf.advance(2);
+                    return Ok(Decoded::End);
+                }
+                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                return match httparse::parse_headers(buf, &mut slots) {
+                    Ok(httparse::Status::Complete((len, fields))) => {
+                        let mut trailers = HeaderMap::with_capacity(fields.len());
+                        for field in fields {
+                            let name = HeaderName::from_bytes(field.name.as_bytes());
+                            let value = HeaderValue::from_bytes(field.value);
+                            match (name, value) {
+                                (Ok(name), Ok(value)) => drop(trailers.append(name, value)),
+                                _ => return Err(InvalidResponse("invalid trailer field")),
+                            }
+                        }
+                        buf.advance(len);
+                        Ok(Decoded::Trailers(trailers))
+                    }
+                    Ok(httparse::Status::Partial) => Ok(Decoded::More),
+                    Err(_) => Err(InvalidResponse("malformed trailers")),
+                };
+            }
+        }
+    }
+}
+
+// === errors ===
+
+impl Failure {
+    fn io(unsent: bool, error: io::Error) -> Self {
+        Failure {
+            unsent,
+            error: Box::new(error),
+        }
+    }
+
+    fn invalid(invalid: InvalidResponse) -> Self {
+        Failure {
+            unsent: false,
+            error: Box::new(invalid),
+        }
+    }
+}
+
+impl fmt::Display for InvalidResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid upstream response: {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidResponse {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+use super::*;
+
+fn parsed(raw: &[u8], head_request: bool) -> (Head, BytesMut) {
+    let mut buf = BytesMut::from(raw);
+    let head = parse_head(&mut buf, head_request)
+        .expect("valid head")
+        .expect("complete head");
+    (head, buf)
+}
+
+fn invalid(raw: &[u8]) -> &'static str {
+    let mut buf = BytesMut::from(raw);
+    match parse_head(&mut buf, false) {
+        Err(InvalidResponse(why)) => why,
+        Ok(_) => panic!("accepted {:?}", String::from_utf8_lossy(raw)),
+    }
+}
+
+/// Decodes all of `raw` as a body with `framing`, one byte at a time (the worst split).
+fn decode_bytewise(
+    mut framing: Framing,
+    raw: &[u8],
+) -> Result<(Vec<u8>, Option<HeaderMap>), &'static str> {
+    let mut buf = BytesMut::new();
+    let mut data = Vec::new();
+    let mut rest = raw.iter();
+    loop {
+        match decode(&mut framing, &mut buf).map_err(|e| e.0)? {
+            Decoded::Data(bytes) => data.extend_from_slice(&bytes),
+            Decoded::Trailers(trailers) => return Ok((data, Some(trailers))),
+            Decoded::End => return Ok((data, None)),
+            Decoded::More => match rest.next() {
+                Some(byte) => buf.extend_from_slice(&[*byte]),
+                None => return Err("ran out of input"),
+            },
+        }
+    }
+}
+
+#[test]
+fn a_head_is_parsed_and_removed_leaving_the_body() {
+    let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello";
+    let (head, buf) = parsed(raw, false);
+    assert_eq!(head.response.status(), 200);
+    assert_eq!(head.response.version(), Version::HTTP_11);
+    let values: Vec<_> = head.response.headers().get_all("x-a").iter().collect();
+    assert_eq!(values, ["1", "2"]);
+    assert_eq!(head.framing, Framing::Length(5));
+    assert!(head.reusable);
+    assert_eq!(&buf[..], b"hello");
+    assert!(head
+        .response
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .is_none());
+}
+
+#[test]
+fn a_partial_head_waits_for_more() {
+    let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+    assert!(parse_head(&mut buf, false).expect("valid so far").is_none());
+    assert_eq!(buf.len(), 27, "nothing consumed");
+}
+
+#[test]
+fn interim_responses_are_skipped() {
+    let raw = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+    let (head, buf) = parsed(raw, false);
+    assert_eq!(head.response.status(), 204);
+    assert!(head.response.headers().get("link").is_none());
+    assert!(buf.is_empty());
+    assert_eq!(head.framing, Framing::Length(0));
+}
+
+#[test]
+fn a_custom_reason_phrase_is_kept() {
+    let (head, _) = parsed(b"HTTP/1.1 200 Alright\r\nContent-Length: 0\r\n\r\n", false);
+    let reason = head.response.extensions().get::<hyper::ext::ReasonPhrase>();
+    assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"Alright"[..]));
+}
+
+#[test]
+fn bodiless_responses_have_no_body_whatever_they_declare() {
+    for (raw, head_request) in [
+        (&b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"[..], true),
+        (
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+            false,
+        ),
+        (
+            b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        ),
+    ] {
+        let (head, _) = parsed(raw, head_request);
+        assert_eq!(head.framing, Framing::Length(0));
+        assert!(head.reusable);
+    }
+}
+
+#[test]
+fn framing_and_reuse_follow_the_headers() {
+    let cases: [(&[u8], Framing, bool); 7] = [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Framing::Chunked(Chunk::Size),
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            Framing::UntilClose,
+            false,
+        ),
+        // Transfer-Encoding wins over Content-Length, and such a connection is not trusted again.
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Framing::Chunked(Chunk::Size),
+            false,
+        ),
+        (b"HTTP/1.1 200 OK\r\n\r\n", Framing::UntilClose, false),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\nConnection: close\r\n\r\n",
+            Framing::Length(4),
+            false,
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\n",
+            Framing::Length(4),
+            false,
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\nConnection: Keep-Alive\r\n\r\n",
+            Framing::Length(4),
+            true,
+        ),
+    ];
+    for (raw, framing, reusable) in cases {
+        let (head, _) = parsed(raw, false);
+        let text = String::from_utf8_lossy(raw);
+        assert_eq!(head.framing, framing, "{text}");
+        assert_eq!(head.reusable, reusable, "{text}");
+    }
+    let (head, _) = parsed(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        false,
+    );
+    assert!(head.response.headers().get(CONTENT_LENGTH).is_none());
+}
+
+#[test]
+fn a_switch_of_protocols_is_returned_but_never_reused() {
+    let (head, _) = parsed(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+        false,
+    );
+    assert_eq!(head.response.status(), 101);
+    assert!(!head.reusable);
+}
+
+#[test]
+fn broken_heads_are_invalid() {
+    assert_eq!(
+        invalid(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+        "differing Content-Length values"
+    );
+    assert_eq!(
+        invalid(b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\n"),
+        "differing Content-Length values"
+    );
+    assert_eq!(
+        invalid(b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n"),
+        "invalid Content-Length"
+    );
+    assert_eq!(
+        invalid(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n"),
+        "invalid Content-Length"
+    );
+    assert_eq!(
+        invalid(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        "Transfer-Encoding in an HTTP/1.0 response"
+    );
+    assert_eq!(invalid(b"SMTP ready\r\n\r\n"), "malformed response head");
+    let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..=MAX_HEADERS {
+        many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_eq!(invalid(&many), "too many header fields");
+}
+
+#[test]
+fn a_request_head_is_written_as_given() {
+    let mut headers = HeaderMap::new();
+    headers.insert("host", HeaderValue::from_static("up:8080"));
+    headers.append("x-a", HeaderValue::from_static("1"));
+    headers.append("x-a", HeaderValue::from_static("2"));
+    let mut out = vec![b'x'; 3];
+    assert!(!encode_head(
+        &mut out,
+        &Method::GET,
+        "/p?q=1",
+        &headers,
+        None
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "GET /p?q=1 HTTP/1.1\r\nhost: up:8080\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+    );
+}
+
+#[test]
+fn lengths_stop_exactly_at_the_declared_end() {
+    let (data, trailers) = decode_bytewise(Framing::Length(5), b"hello").expect("whole");
+    assert_eq!(data, b"hello");
+    assert!(trailers.is_none());
+    let mut framing = Framing::Length(3);
+    let mut buf = BytesMut::from(&b"abcdef"[..]);
+    let Ok(Decoded::Data(first)) = decode(&mut framing, &mut buf) else {
+        panic!("data")
+    };
+    assert_eq!(&first[..], b"abc");
+    assert!(matches!(decode(&mut framing, &mut buf), Ok(Decoded::End)));
+    assert_eq!(
+        &buf[..],
+        b"def",
+        "bytes past the end are left (and the connection not reused)"
+    );
+}
+
+#[test]
+fn chunked_bodies_decode_across_any_split_with_extensions_and_trailers() {
+    let raw = b"5;name=value\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-Checksum: abc\r\n\r\n";
+    let (data, trailers) = decode_bytewise(Framing::Chunked(Chunk::Size), raw).expect("whole");
+    assert_eq!(data, b"hello 0123456789");
+    let trailers = trailers.expect("trailers");
+    assert_eq!(
+        trailers.get("x-checksum").map(|v| v.as_bytes()),
+        Some(&b"abc"[..])
+    );
+
+    let (data, trailers) =
+        decode_bytewise(Framing::Chunked(Chunk::Size), b"3\r\nabc\r\n0\r\n\r\n").expect("whole");
+    assert_eq!(data, b"abc");
+    assert!(trailers.is_none());
+}
+
+#[test]
+fn broken_chunked_bodies_are_invalid() {
+    for (raw, why) in [
+        (&b"zz\r\n"[..], "invalid chunk size"),
+        (b"3\r\nabcd\r\n", "chunk data longer than its size"),
+        (b"ffffffffffffffffff\r\n", "invalid chunk size"),
+    ] {
+        let result = decode_bytewise(Framing::Chunked(Chunk::Size), raw);
+        assert_eq!(result.err(), Some(why), "{}", String::from_utf8_lossy(raw));
+    }
+}
