@@ -16,8 +16,12 @@ use crate::support::raw::{self, answering_upstream, counting_upstream};
 use crate::support::{client, service, TestGateway};
 
 async fn gateway_for(addr: std::net::SocketAddr) -> TestGateway {
+    gateway_with(addr, "").await
+}
+
+async fn gateway_with(addr: std::net::SocketAddr, server: &str) -> TestGateway {
     let toml = format!(
-        "{}\n[rate_limit]\nenabled = false\n",
+        "[server]\n{server}\n{}\n[rate_limit]\nenabled = false\n",
         service("s", &[format!("http://{addr}")])
     );
     TestGateway::start(&toml, &[]).await
@@ -203,4 +207,165 @@ async fn an_upload_and_its_response_stream_at_the_same_time() {
         .await
         .expect("the body ends");
     assert!(end.is_none(), "nothing after the echo");
+}
+
+/// A client's chunked trailers would reach the upstream past every header rule of the
+/// gateway; they are dropped and the body ends cleanly without them.
+#[tokio::test]
+async fn a_clients_trailers_never_reach_the_upstream() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.ends_with(b"0\r\n\r\n") {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+        let _ = seen_tx.send(seen);
+    });
+    let gw = gateway_for(addr).await;
+    let (answer, _) = raw::exchange(
+        gw.addr,
+        b"POST /api/s/x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+          5\r\nhello\r\n0\r\nauthorization: Bearer forged\r\nx-user-id: admin\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = String::from_utf8_lossy(&seen_rx.await.unwrap()).into_owned();
+    assert!(seen.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "{seen}");
+    assert!(
+        !seen.contains("forged") && !seen.contains("admin"),
+        "{seen}"
+    );
+}
+
+/// A connection lost inside the response head is a lost connection (as hyper's client had
+/// it), not an invalid response: the answer says the upstream closed.
+#[tokio::test]
+async fn a_head_cut_by_the_close_is_a_lost_connection() {
+    let (addr, _) = counting_upstream(Some(b"HTTP/1.1 200 OK\r\nContent-")).await;
+    let gw = gateway_for(addr).await;
+    let response = client().get(gw.url("/api/s/x")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("closed the connection"), "{body}");
+}
+
+/// Reads a request head from `stream`, returning what came after it.
+async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            return seen.split_off(end + 4);
+        }
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the head arrives");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// An upstream may accept a request at once and read the upload after: the response ending
+/// first does not cut the upload.
+#[tokio::test]
+async fn an_upload_goes_on_after_an_early_response_has_ended() {
+    const LENGTH: usize = 1 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (received_tx, received_rx) = tokio::sync::oneshot::channel::<usize>();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut received = read_head(&mut stream).await.len();
+        stream
+            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        while received < LENGTH {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => received += n,
+                _ => break,
+            }
+        }
+        let _ = received_tx.send(received);
+    });
+    let gw = gateway_for(addr).await;
+    let response = client()
+        .post(gw.url("/api/s/jobs"))
+        .body(vec![b'j'; LENGTH])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.text().await.unwrap(), "ok");
+    let received = tokio::time::timeout(Duration::from_secs(10), received_rx)
+        .await
+        .expect("the upstream reads to the end")
+        .unwrap();
+    assert_eq!(received, LENGTH, "the whole upload arrived");
+}
+
+/// An upstream that answers early with a large body while it reads the upload, and a client
+/// that sends all of its body before it reads anything: the upload must flow while nobody
+/// reads the response, or both sides wait on each other.
+#[tokio::test]
+async fn an_upload_flows_while_the_client_is_not_reading_the_response() {
+    // Well past what the sockets' buffers on the way can hold (a few MiB each).
+    const SIZE: usize = 48 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let already = read_head(&mut stream).await.len();
+        let (mut read, mut write) = stream.into_split();
+        let reader = tokio::spawn(async move {
+            let mut received = already;
+            let mut buf = vec![0u8; 64 * 1024];
+            while received < SIZE {
+                match read.read(&mut buf).await {
+                    Ok(n) if n > 0 => received += n,
+                    _ => break,
+                }
+            }
+        });
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n");
+        write.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'r'; 64 * 1024];
+        for _ in 0..SIZE / chunk.len() {
+            if write.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = reader.await;
+    });
+    let gw = gateway_with(addr, "max_request_body = \"1GiB\"").await;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!(
+            "POST /api/s/both HTTP/1.1\r\nhost: x\r\ncontent-length: {SIZE}\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&vec![b'u'; SIZE]).await.unwrap();
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(n) if n > 0 => received += n,
+                _ => return received,
+            }
+        }
+    };
+    let received = tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("neither side waits on the other");
+    assert!(received > SIZE, "the whole response came back: {received}");
 }

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, Version};
 use tokio::time::Instant;
 
 use super::body::{
@@ -97,7 +97,6 @@ pub(super) fn forward<'a>(
         // The endpoint to replay on after a reset on a reused pooled connection (see below).
         let mut replay_on: Option<Arc<crate::upstream::Endpoint>> = None;
         let mut pooled = true;
-        let mut headers = Some(out.headers);
         // Without a body the response timeout runs from now, across attempts; with one it starts
         // once the body has been sent (a stalled upload is the body's idle timeout's business).
         let deadline = Instant::now() + out.response_timeout;
@@ -131,11 +130,6 @@ pub(super) fn forward<'a>(
                     "the request target cannot be forwarded",
                 ));
             };
-            let may_retry = attempt < service.max_retries || pooled;
-            let attempt_headers = match (&headers, may_retry) {
-                (Some(h), true) => h.clone(),
-                _ => headers.take().unwrap_or_default(),
-            };
             let body = match &out.body {
                 Some(unsent) => RequestBody::new(
                     unsent,
@@ -145,10 +139,15 @@ pub(super) fn forward<'a>(
                 ),
                 None => RequestBody::empty(exchange.clone()),
             };
-            let request = upstream_request(out.method.clone(), attempt_headers, body);
             // Retries use a new connection: the pooled one next in line may be as stale as the
             // one that just failed.
-            let send = send(service, &endpoint, request, target, pooled);
+            let request = Attempt {
+                method: &out.method,
+                headers: &out.headers,
+                body,
+                target,
+            };
+            let send = send(service, &endpoint, request, pooled);
             let sent = if out.body.is_some() {
                 let lease = &mut lease;
                 let upload_then_wait = async {
@@ -248,17 +247,19 @@ pub(super) fn forward<'a>(
     }
 }
 
-fn upstream_request(method: Method, headers: HeaderMap, body: RequestBody) -> Request<RequestBody> {
-    let mut request = Request::new(body);
-    *request.method_mut() = method;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    request
+/// One attempt's request. The headers are lent, not cloned: a plain-`http` endpoint's
+/// client only writes them out, so every attempt can use the same ones.
+struct Attempt<'a> {
+    method: &'a Method,
+    headers: &'a HeaderMap,
+    body: RequestBody,
+    /// The target in origin form.
+    target: PathAndQuery,
 }
 
-/// Sends one attempt to `endpoint`: over its own keep-alive pool for plain `http` (the URI in
-/// origin form), else over the service's legacy client (the URI absolute). `pooled` false
-/// asks for a new connection.
+/// Sends one attempt to `endpoint`: over its own keep-alive pool for plain `http` (the target
+/// in origin form), else over the service's legacy client (the URI absolute, the headers a
+/// copy). `pooled` false asks for a new connection.
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments twice (see `proxy::handle`)"
@@ -266,14 +267,18 @@ fn upstream_request(method: Method, headers: HeaderMap, body: RequestBody) -> Re
 fn send<'a>(
     service: &'a Service,
     endpoint: &'a Endpoint,
-    mut request: Request<RequestBody>,
-    target: PathAndQuery,
+    attempt: Attempt<'a>,
     pooled: bool,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + 'a {
     async move {
+        let Attempt {
+            method,
+            headers,
+            body,
+            target,
+        } = attempt;
         if let Some(conns) = &endpoint.conns {
-            *request.uri_mut() = Uri::from(target);
-            return conns.send(request, pooled).await;
+            return conns.send(method, &target, headers, body, pooled).await;
         }
         let Some(uri) = endpoint.url.uri(target) else {
             return Err(SendError {
@@ -283,6 +288,10 @@ fn send<'a>(
                 error: "the upstream URI cannot be formed".into(),
             });
         };
+        let mut request = Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers.clone();
         *request.uri_mut() = uri;
         let client = if pooled {
             &service.client

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use http::uri::Authority;
-use http::{HeaderValue, Request, Response};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body::Body as _;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -44,7 +44,7 @@ struct Inner {
     /// Host name or IP (without brackets) and port to connect to.
     host: String,
     port: u16,
-    /// `Host` for requests that do not bring their own (`preserve_host`).
+    /// `Host` for requests that do not bring their own (they do with `preserve_host`).
     host_header: HeaderValue,
     connect_timeout: Duration,
     /// Oldest first; checkouts pop from the back.
@@ -105,18 +105,21 @@ impl ConnPool {
         }
     }
 
-    /// Sends `request` (its URI in origin form) on an idle connection when `reuse` allows and
-    /// one is usable, else on a new one. Resolves with the response head; the connection
+    /// Sends a request (`target` in origin form) on an idle connection when `reuse` allows
+    /// and one is usable, else on a new one. Resolves with the response head; the connection
     /// goes with the response body, back to the pool when that ends cleanly.
     #[expect(
         clippy::manual_async_fn,
         reason = "an async fn keeps its arguments twice (see `proxy::handle`)"
     )]
-    pub fn send(
-        &self,
-        request: Request<RequestBody>,
+    pub fn send<'a>(
+        &'a self,
+        method: &'a Method,
+        target: &'a PathAndQuery,
+        headers: &'a HeaderMap,
+        body: RequestBody,
         reuse: bool,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + '_ {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + 'a {
         async move {
             let (mut conn, reused) = match reuse.then(|| self.inner.checkout()).flatten() {
                 Some(conn) => (conn, true),
@@ -132,17 +135,14 @@ impl ConnPool {
                     }
                 },
             };
-            let (mut parts, body) = request.into_parts();
-            parts
-                .headers
-                .entry(http::header::HOST)
-                .or_insert_with(|| self.inner.host_header.clone());
             let body = (!body.is_end_stream()).then_some(body);
-            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            match conn
-                .exchange(&parts.method, target, &parts.headers, body)
-                .await
-            {
+            let request = h1::Request {
+                method,
+                target: target.as_str(),
+                headers,
+                default_host: &self.inner.host_header,
+            };
+            match conn.exchange(request, body).await {
                 Ok((head, upload)) => {
                     let home: Arc<dyn Recycle> = self.inner.clone();
                     let body = conn.into_body(&head, upload, Some(home));

@@ -2,15 +2,22 @@ use super::*;
 
 fn parsed(raw: &[u8], head_request: bool) -> (Head, BytesMut) {
     let mut buf = BytesMut::from(raw);
-    let head = parse_head(&mut buf, head_request)
-        .expect("valid head")
-        .expect("complete head");
+    let head = parse_head(
+        &mut buf,
+        if head_request {
+            &Method::HEAD
+        } else {
+            &Method::GET
+        },
+    )
+    .expect("valid head")
+    .expect("complete head");
     (head, buf)
 }
 
 fn invalid(raw: &[u8]) -> &'static str {
     let mut buf = BytesMut::from(raw);
-    match parse_head(&mut buf, false) {
+    match parse_head(&mut buf, &Method::GET) {
         Err(InvalidResponse(why)) => why,
         Ok(_) => panic!("accepted {:?}", String::from_utf8_lossy(raw)),
     }
@@ -58,7 +65,9 @@ fn a_head_is_parsed_and_removed_leaving_the_body() {
 #[test]
 fn a_partial_head_waits_for_more() {
     let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
-    assert!(parse_head(&mut buf, false).expect("valid so far").is_none());
+    assert!(parse_head(&mut buf, &Method::GET)
+        .expect("valid so far")
+        .is_none());
     assert_eq!(buf.len(), 27, "nothing consumed");
 }
 
@@ -148,6 +157,17 @@ fn framing_and_reuse_follow_the_headers() {
 }
 
 #[test]
+fn a_tunnel_accepted_has_no_body_and_is_never_reused() {
+    let mut buf =
+        BytesMut::from(&b"HTTP/1.1 200 Connection Established\r\ncontent-length: 5\r\n\r\n"[..]);
+    let head = parse_head(&mut buf, &Method::CONNECT)
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(head.framing, Framing::Length(0));
+    assert!(!head.reusable);
+}
+
+#[test]
 fn a_switch_of_protocols_is_returned_but_never_reused() {
     let (head, _) = parsed(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
@@ -188,24 +208,71 @@ fn broken_heads_are_invalid() {
     assert_eq!(invalid(&many), "too many header fields");
 }
 
+fn encoded(headers: &HeaderMap, body: Option<SizeHint>) -> (String, bool) {
+    let request = Request {
+        method: &Method::POST,
+        target: "/p?q=1",
+        headers,
+        default_host: &HeaderValue::from_static("default:80"),
+    };
+    let mut out = vec![b'x'; 3];
+    let chunked = encode_head(&mut out, &request, body);
+    (String::from_utf8_lossy(&out).into_owned(), chunked)
+}
+
 #[test]
 fn a_request_head_is_written_as_given() {
     let mut headers = HeaderMap::new();
     headers.insert("host", HeaderValue::from_static("up:8080"));
     headers.append("x-a", HeaderValue::from_static("1"));
     headers.append("x-a", HeaderValue::from_static("2"));
-    let mut out = vec![b'x'; 3];
-    assert!(!encode_head(
-        &mut out,
-        &Method::GET,
-        "/p?q=1",
-        &headers,
-        None
-    ));
     assert_eq!(
-        String::from_utf8_lossy(&out),
-        "GET /p?q=1 HTTP/1.1\r\nhost: up:8080\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+        encoded(&headers, None),
+        (
+            "POST /p?q=1 HTTP/1.1\r\nhost: up:8080\r\nx-a: 1\r\nx-a: 2\r\n\r\n".into(),
+            false
+        )
     );
+}
+
+#[test]
+fn a_request_without_host_gets_the_default_first() {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-a", HeaderValue::from_static("1"));
+    let (head, _) = encoded(&headers, None);
+    assert_eq!(
+        head,
+        "POST /p?q=1 HTTP/1.1\r\nhost: default:80\r\nx-a: 1\r\n\r\n"
+    );
+}
+
+#[test]
+fn a_body_gets_exactly_one_framing_header() {
+    let mut declared = HeaderMap::new();
+    declared.insert("content-length", HeaderValue::from_static("5"));
+    let (head, chunked) = encoded(&declared, Some(SizeHint::with_exact(5)));
+    assert!(!chunked);
+    assert_eq!(head.matches("content-length").count(), 1, "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+
+    let mut chunked_declared = HeaderMap::new();
+    chunked_declared.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+    let (head, chunked) = encoded(&chunked_declared, Some(SizeHint::new()));
+    assert!(chunked);
+    assert_eq!(head.matches("transfer-encoding").count(), 1, "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+
+    let none = HeaderMap::new();
+    let (head, chunked) = encoded(&none, Some(SizeHint::with_exact(7)));
+    assert!(!chunked);
+    assert!(head.contains("\r\ncontent-length: 7\r\n"), "{head}");
+    let (head, chunked) = encoded(&none, Some(SizeHint::new()));
+    assert!(chunked);
+    assert!(
+        head.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("content-length"), "{head}");
 }
 
 #[test]
@@ -250,6 +317,9 @@ fn broken_chunked_bodies_are_invalid() {
         (&b"zz\r\n"[..], "invalid chunk size"),
         (b"3\r\nabcd\r\n", "chunk data longer than its size"),
         (b"ffffffffffffffffff\r\n", "invalid chunk size"),
+        // No digits at all is not a last chunk (httparse alone would read size 0).
+        (b"3\r\nabc\r\n\r\n\r\n", "invalid chunk size"),
+        (b";ext\r\n\r\n", "invalid chunk size"),
     ] {
         let result = decode_bytewise(Framing::Chunked(Chunk::Size), raw);
         assert_eq!(result.err(), Some(why), "{}", String::from_utf8_lossy(raw));
