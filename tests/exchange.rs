@@ -369,3 +369,110 @@ async fn an_upload_flows_while_the_client_is_not_reading_the_response() {
         .expect("neither side waits on the other");
     assert!(received > SIZE, "the whole response came back: {received}");
 }
+
+/// A gateway whose service gives up on a silent stream after one second.
+async fn impatient_gateway(addr: std::net::SocketAddr) -> TestGateway {
+    let toml = format!(
+        "[server]\nmax_request_body = \"1GiB\"\n{}idle_timeout = \"1s\"\n[rate_limit]\nenabled = false\n",
+        service("s", &[format!("http://{addr}")])
+    );
+    TestGateway::start(&toml, &[]).await
+}
+
+/// Sends a 256 MiB upload head and body from a task of its own (its writes stall when no
+/// one reads); returns the connection's read half.
+async fn endless_upload(gw: &TestGateway) -> tokio::net::tcp::OwnedReadHalf {
+    const SIZE: usize = 256 << 20;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    tokio::spawn(async move {
+        let head = format!("POST /api/s/up HTTP/1.1\r\nhost: x\r\ncontent-length: {SIZE}\r\n\r\n");
+        let _ = write.write_all(head.as_bytes()).await;
+        let chunk = vec![b'u'; 1 << 20];
+        for _ in 0..SIZE / chunk.len() {
+            if write.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    read
+}
+
+/// An upstream that takes the head and then reads nothing (and answers nothing): the
+/// gateway gives up after the idle timeout with a 504, instead of waiting forever.
+#[tokio::test]
+async fn an_upstream_that_stops_reading_the_upload_is_a_504() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_head(&mut stream).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let gw = impatient_gateway(addr).await;
+    let mut read = endless_upload(&gw).await;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let started = tokio::time::Instant::now();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), read.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// An upstream that answers at once, then stops reading: the upload left to finish in the
+/// background is given up on after the idle timeout, and the connection closed.
+#[tokio::test]
+async fn an_upload_left_after_the_response_ends_is_not_kept_forever() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<usize>();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut received = read_head(&mut stream).await.len();
+        stream
+            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        // Read nothing for a while: the gateway's writes stall.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    let _ = closed_tx.send(received);
+                    return;
+                }
+                Ok(Ok(n)) => received += n,
+                Err(_) => return,
+            }
+        }
+    });
+    let gw = impatient_gateway(addr).await;
+    let mut read = endless_upload(&gw).await;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.ends_with(b"ok") {
+        match tokio::time::timeout(Duration::from_secs(10), read.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 202"));
+    let received = tokio::time::timeout(Duration::from_secs(15), closed_rx)
+        .await
+        .expect("the gateway closes the upstream connection")
+        .unwrap();
+    // What the buffers held when the gateway gave up, not the 256 MiB a stalled upload
+    // would have gone on to send once the upstream read again.
+    assert!(received < 128 << 20, "{received} bytes arrived");
+}

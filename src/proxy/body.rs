@@ -118,6 +118,11 @@ impl RequestBody {
         }
     }
 
+    /// How long the body may be silent (also how long the upstream may not read it).
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle.timeout()
+    }
+
     /// A body that is empty from the start.
     pub fn empty(exchange: Arc<Exchange>) -> Self {
         exchange.request_body_done();

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::body::{
     caused_by, BodyIdleTimeout, BodyTooLarge, BoxError, ClientBodyError, RequestBody, UnsentBody,
 };
-use super::client::h1::InvalidResponse;
+use super::client::h1::{InvalidResponse, UploadStalled};
 use super::client::keepalive::SendError;
 use super::client::UpstreamBody;
 use crate::error::{ErrorKind, GatewayError, Side};
@@ -77,6 +77,8 @@ enum Failure {
     /// lengths, ...): it got the request, so only an idempotent one may go elsewhere.
     Invalid(BoxError),
     Timeout,
+    /// The upstream stopped reading the request body for the idle timeout.
+    Stalled(BoxError),
 }
 
 /// Sends `out` to one of `service`'s endpoints, retrying where that is safe. On success, the
@@ -186,6 +188,8 @@ pub(super) fn forward<'a>(
                     }
                     if e.connect {
                         Failure::Connect(e.error)
+                    } else if caused_by::<UploadStalled>(&*e.error) {
+                        Failure::Stalled(e.error)
                     } else if is_invalid_response(&*e.error) {
                         Failure::Invalid(e.error)
                     } else {
@@ -204,7 +208,7 @@ pub(super) fn forward<'a>(
                     Failure::Connect(_) => true,
                     Failure::Reset { unsent: true, .. } => true,
                     Failure::Reset { .. } | Failure::Invalid(_) => out.method.is_idempotent(),
-                    Failure::Timeout => false,
+                    Failure::Timeout | Failure::Stalled(_) => false,
                 };
             if pooled && safe_to_repeat && matches!(failure, Failure::Reset { reused: true, .. }) {
                 // A reset on a reused connection is most often a keep-alive connection the
@@ -242,7 +246,7 @@ pub(super) fn forward<'a>(
                 continue;
             }
             exchange.set_upstream(endpoint.label.clone());
-            return Err(failure_error(failure, out.response_timeout));
+            return Err(failure_error(failure, &out));
         }
     }
 }
@@ -339,7 +343,7 @@ fn client_side(
     Some(error.closing())
 }
 
-fn failure_error(failure: Failure, response_timeout: std::time::Duration) -> GatewayError {
+fn failure_error(failure: Failure, out: &Outgoing<'_>) -> GatewayError {
     match failure {
         Failure::Connect(_) => GatewayError::upstream(
             ErrorKind::UpstreamUnavailable,
@@ -356,7 +360,17 @@ fn failure_error(failure: Failure, response_timeout: std::time::Duration) -> Gat
         ),
         Failure::Timeout => GatewayError::upstream(
             ErrorKind::UpstreamTimeout,
-            format!("the upstream did not respond within {response_timeout:?}"),
+            format!(
+                "the upstream did not respond within {:?}",
+                out.response_timeout
+            ),
+        ),
+        Failure::Stalled(_) => GatewayError::upstream(
+            ErrorKind::UpstreamTimeout,
+            format!(
+                "the upstream read none of the request body for {:?}",
+                out.idle_timeout
+            ),
         ),
     }
 }
@@ -364,7 +378,10 @@ fn failure_error(failure: Failure, response_timeout: std::time::Duration) -> Gat
 fn log_failure(exchange: &Exchange, upstream: &str, failure: &Failure, retrying: bool) {
     let request_id = exchange.request_id.to_str().unwrap_or_default();
     match failure {
-        Failure::Connect(e) | Failure::Reset { error: e, .. } | Failure::Invalid(e) => {
+        Failure::Connect(e)
+        | Failure::Reset { error: e, .. }
+        | Failure::Invalid(e)
+        | Failure::Stalled(e) => {
             tracing::warn!(
                 request_id,
                 upstream,

@@ -27,6 +27,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
@@ -38,6 +39,7 @@ use tokio::net::TcpStream;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::proxy::body::{BoxError, RequestBody};
+use crate::proxy::idle::IdleTimer;
 
 /// At most this many header fields in a response head (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -84,13 +86,22 @@ pub struct Upload {
     parts: [Bytes; 3],
     /// The body has ended; its last bytes are in `parts`.
     ended: bool,
+    /// Runs while a write waits: an upstream that stops reading is given up on after the
+    /// body's idle timeout, as a client that stops sending is.
+    write_idle: IdleTimer,
 }
 
 enum UploadError {
     /// The client's body failed (too large, stalled, malformed): the caller answers it.
     Body(BoxError),
     Write(io::Error),
+    /// The upstream read none of it for the body's idle timeout.
+    Stalled(Duration),
 }
+
+/// The upstream stopped reading the request body: nothing could be written for this long.
+#[derive(Debug)]
+pub struct UploadStalled(pub Duration);
 
 /// A response head and what decides its body.
 pub struct Head {
@@ -225,11 +236,13 @@ impl Conn {
             }
         }
         let mut upload = body.map(|body| {
+            let write_idle = IdleTimer::new(body.idle_timeout());
             Box::new(Upload {
                 body,
                 chunked,
                 parts: Default::default(),
                 ended: false,
+                write_idle,
             })
         });
         let mut write_failed = false;
@@ -249,6 +262,13 @@ impl Conn {
                         upload = None;
                         write_failed = true;
                     }
+                    // Nothing will come of waiting: the upstream no longer reads.
+                    Poll::Ready(Err(UploadError::Stalled(idle))) => {
+                        return Poll::Ready(Err(Failure {
+                            unsent: false,
+                            error: Box::new(UploadStalled(idle)),
+                        }))
+                    }
                     Poll::Pending => {}
                 }
             }
@@ -257,6 +277,10 @@ impl Conn {
         .await;
         let mut head = head?;
         head.reusable &= !write_failed;
+        if head.response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The proxy refuses it (it asked for no upgrade): none of the body goes after it.
+            upload = None;
+        }
         Ok((head, upload))
     }
 
@@ -525,8 +549,15 @@ impl Upload {
         loop {
             while self.parts.iter().any(|part| !part.is_empty()) {
                 let slices = self.parts.each_ref().map(|part| IoSlice::new(part));
-                let written = ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices))
-                    .map_err(UploadError::Write)?;
+                let written = match Pin::new(&mut *stream).poll_write_vectored(cx, &slices) {
+                    Poll::Ready(written) => written.map_err(UploadError::Write)?,
+                    Poll::Pending if self.write_idle.poll_expired(cx) => {
+                        let idle = self.write_idle.timeout();
+                        return Poll::Ready(Err(UploadError::Stalled(idle)));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                };
+                self.write_idle.progress();
                 if written == 0 {
                     return Poll::Ready(Err(UploadError::Write(io::ErrorKind::WriteZero.into())));
                 }
@@ -569,17 +600,25 @@ impl Upload {
     /// Sends the rest of the body on `write` (the task [`Conn::into_body`] starts).
     async fn finish(mut self: Box<Self>, mut write: OwnedWriteHalf) {
         match poll_fn(|cx| self.poll_send(&mut write, cx)).await {
-            Ok(()) => {}
+            Ok(()) => {
+                // No FIN: some servers take a half-close as the client giving up on the
+                // response. The connection closes when the response is done with its read half.
+                write.forget();
+                return;
+            }
             Err(UploadError::Body(error)) => {
                 tracing::debug!(%error, "the request body failed after the response began");
             }
             Err(UploadError::Write(error)) => {
                 tracing::debug!(%error, "writing the request body upstream failed");
             }
+            Err(UploadError::Stalled(idle)) => {
+                tracing::debug!(?idle, "the upstream stopped reading the request body");
+            }
         }
-        // No FIN: some servers take a half-close as the client giving up on the response.
-        // The connection closes when the response is done with its read half.
-        write.forget();
+        // A body cut short: the FIN tells the upstream no more is coming, rather than leave
+        // it waiting for the rest.
+        drop(write);
     }
 }
 
@@ -822,6 +861,18 @@ impl fmt::Display for InvalidResponse {
 }
 
 impl std::error::Error for InvalidResponse {}
+
+impl fmt::Display for UploadStalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the upstream read none of the request body for {:?}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UploadStalled {}
 
 #[cfg(test)]
 mod tests;
