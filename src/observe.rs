@@ -9,6 +9,7 @@
 //! ([`series`]) are shared by routes and endpoints; [`prometheus`] renders `/metrics` and
 //! [`process`] reads the process's own resource use.
 
+pub mod json_line;
 pub mod latency;
 pub mod log_buffer;
 pub mod metrics;
@@ -18,7 +19,6 @@ pub mod route_stats;
 pub mod series;
 
 use std::cell::RefCell;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -275,35 +275,37 @@ impl Exchange {
         }
         ACCESS_LINE.with_borrow_mut(|line| {
             line.clear();
-            // Writing into a Vec cannot fail; JSON strings go through serde_json's escaping.
-            let text = |line: &mut Vec<u8>, value: &str| {
-                let _ = serde_json::to_writer(&mut *line, value);
-            };
-            let _ = write!(
-                line,
-                "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"request_id\":",
-                humantime::format_rfc3339_micros(SystemTime::now())
-            );
-            text(line, self.request_id.to_str().unwrap_or_default());
+            line.extend_from_slice(b"{\"timestamp\":\"");
+            json_line::timestamp(line, SystemTime::now());
+            line.extend_from_slice(b"\",\"level\":\"INFO\",\"request_id\":");
+            json_line::string(line, self.request_id.to_str().unwrap_or_default());
             line.extend_from_slice(b",\"method\":");
-            text(line, self.method.as_str());
+            json_line::string(line, self.method.as_str());
             line.extend_from_slice(b",\"path\":");
-            text(line, self.uri.path());
-            let _ = write!(line, ",\"client\":\"{}\",\"route\":", self.client);
-            text(line, &self.stats.label);
+            json_line::string(line, self.uri.path());
+            line.extend_from_slice(b",\"client\":\"");
+            json_line::ip(line, self.client);
+            line.extend_from_slice(b"\",\"route\":");
+            json_line::string(line, &self.stats.label);
             line.extend_from_slice(b",\"service\":");
-            text(line, self.stats.service.as_deref().unwrap_or("-"));
+            json_line::string(line, self.stats.service.as_deref().unwrap_or("-"));
             line.extend_from_slice(b",\"upstream\":");
-            text(line, self.upstream.get().map(|u| &**u).unwrap_or("-"));
+            json_line::string(line, self.upstream.get().map(|u| &**u).unwrap_or("-"));
+            line.extend_from_slice(b",\"status\":");
+            json_line::uint(line, status);
+            line.extend_from_slice(b",\"duration_ms\":");
             let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1000.0;
-            let _ = write!(line, ",\"status\":{status},\"duration_ms\":");
+            // Writing into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *line, &duration_ms);
-            let _ = writeln!(
-                line,
-                ",\"bytes_in\":{},\"bytes_out\":{},\"completed\":{completed},\"target\":\"access\"}}",
-                self.bytes_in.load(Ordering::Relaxed),
-                self.bytes_out.load(Ordering::Relaxed),
-            );
+            line.extend_from_slice(b",\"bytes_in\":");
+            json_line::uint(line, self.bytes_in.load(Ordering::Relaxed));
+            line.extend_from_slice(b",\"bytes_out\":");
+            json_line::uint(line, self.bytes_out.load(Ordering::Relaxed));
+            line.extend_from_slice(if completed {
+                b",\"completed\":true,\"target\":\"access\"}\n"
+            } else {
+                b",\"completed\":false,\"target\":\"access\"}\n"
+            });
             log_buffer::append(line);
         });
     }

@@ -36,8 +36,9 @@ pub struct Limiter {
 pub struct NamedPolicy {
     pub name: Arc<str>,
     pub policy: LimitPolicy,
-    /// `RateLimit-Policy`, rendered once.
+    /// `RateLimit-Policy` and `X-RateLimit-Limit`, rendered once.
     policy_header: HeaderValue,
+    limit_header: HeaderValue,
 }
 
 /// The outcome of one check, for the response headers.
@@ -96,6 +97,7 @@ impl NamedPolicy {
         NamedPolicy {
             policy_header: HeaderValue::from_str(&rendered)
                 .unwrap_or(HeaderValue::from_static("\"default\"")),
+            limit_header: HeaderValue::from(policy.max),
             name: Arc::from(name),
             policy,
         }
@@ -242,12 +244,22 @@ impl Decision {
         let reset = seconds(self.verdict.reset_us);
         // A GCRA burst above `max` may leave more than the stated limit; never say so.
         let remaining = self.verdict.remaining.min(self.policy.policy.max);
-        headers.insert(X_LIMIT, HeaderValue::from(self.policy.policy.max));
+        // Every answer of a limited route carries these five, so they are made without
+        // `format!`: the fixed ones cloned, the numbers through itoa, `RateLimit` in one buffer.
+        headers.reserve(5);
+        headers.insert(X_LIMIT, self.policy.limit_header.clone());
         headers.insert(X_REMAINING, HeaderValue::from(remaining));
         headers.insert(X_RESET, HeaderValue::from(reset));
         headers.insert(RATELIMIT_POLICY, self.policy.policy_header.clone());
-        let current = format!("\"{}\";r={remaining};t={reset}", self.policy.name);
-        if let Ok(value) = HeaderValue::from_str(&current) {
+        let name = &self.policy.name;
+        let mut current = Vec::with_capacity(name.len() + 48);
+        current.push(b'"');
+        current.extend_from_slice(name.as_bytes());
+        current.extend_from_slice(b"\";r=");
+        current.extend_from_slice(itoa::Buffer::new().format(remaining).as_bytes());
+        current.extend_from_slice(b";t=");
+        current.extend_from_slice(itoa::Buffer::new().format(reset).as_bytes());
+        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(current)) {
             headers.insert(RATELIMIT, value);
         }
     }

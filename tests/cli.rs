@@ -198,6 +198,16 @@ async fn access_log_lines_carry_the_request_id_and_the_outcome() {
     assert_eq!(entry["bytes_in"], 5);
     assert_eq!(entry["bytes_out"], 16);
     assert!(entry["duration_ms"].as_f64().is_some());
+    assert_eq!(entry["level"], "INFO");
+    assert_eq!(entry["path"], "/api/s/logged");
+    assert_eq!(entry["client"], "127.0.0.1");
+    assert_eq!(entry["completed"], true);
+    // RFC 3339 in UTC with microseconds, within a minute of now.
+    let stamp = entry["timestamp"].as_str().unwrap();
+    assert_eq!(stamp.len(), "2026-12-05T06:17:25.123456Z".len(), "{stamp}");
+    let logged = humantime::parse_rfc3339(stamp).unwrap();
+    let skew = std::time::SystemTime::now().duration_since(logged).unwrap();
+    assert!(skew < std::time::Duration::from_secs(60), "{stamp}");
 }
 
 #[tokio::test]

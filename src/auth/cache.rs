@@ -19,11 +19,15 @@ const MAX_AGE_SECS: u64 = 60;
 /// Longer tokens are verified every time: the cache's memory stays bounded by count × this.
 pub const MAX_CACHED_TOKEN: usize = 2048;
 
-type Shard = Mutex<HashMap<Box<str>, Entry>>;
+/// foldhash, randomly seeded: only tokens that verified are ever stored, so no client can
+/// fill a shard with keys of its choosing, and hashing a token with SipHash (twice: shard,
+/// then map) was a tenth of an authenticated request's bookkeeping.
+type Hasher = foldhash::quality::RandomState;
+type Shard = Mutex<HashMap<Box<str>, Entry, Hasher>>;
 
 pub struct VerifiedTokens {
     shards: Box<[Shard]>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: Hasher,
 }
 
 struct Entry {
@@ -43,8 +47,10 @@ pub fn now_secs() -> u64 {
 impl VerifiedTokens {
     pub fn new() -> VerifiedTokens {
         VerifiedTokens {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(Hasher::default())))
+                .collect(),
+            hasher: Hasher::default(),
         }
     }
 

@@ -1,5 +1,5 @@
-//! The in-process store: keys hashed (with a per-process random seed, so no client can aim
-//! at another's slot) into 64 shards, each a map behind its own short lock. Bounded: a shard
+//! The in-process store: keys hashed (foldhash with a per-process random seed, so no client
+//! can aim at another's slot) into 64 shards, each a map behind its own short lock. Bounded: a shard
 //! over its share of `memory_max_keys` first drops expired keys, then, if still full, an
 //! arbitrary one (that client starts afresh, which can only be in its favour).
 
@@ -15,14 +15,15 @@ const SHARDS: usize = 64;
 
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::quality::RandomState,
     per_shard: usize,
     started: Instant,
 }
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<u64, Entry>,
+    /// Keyed by the key's hash; the map's own hasher only has to spread a `u64`.
+    entries: HashMap<u64, Entry, foldhash::fast::RandomState>,
 }
 
 #[derive(Clone, Copy)]
@@ -35,7 +36,7 @@ impl MemoryStore {
     pub fn new(max_keys: usize) -> MemoryStore {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: foldhash::quality::RandomState::default(),
             per_shard: max_keys.div_ceil(SHARDS).max(1),
             started: Instant::now(),
         }
