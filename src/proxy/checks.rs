@@ -19,29 +19,62 @@ pub enum HeadFraming {
     Fine,
 }
 
-/// Looks at the first bytes of an HTTP/1 request. Only the head is parsed; a body or a
+/// Looks at the first bytes of an HTTP/1 request. Only the head is read; a body or a
 /// pipelined request after it is ignored.
+///
+/// Runs on every request's first bytes, before hyper parses them (hyper drops a
+/// Content-Length that comes with Transfer-Encoding, so the conflict is only visible here):
+/// a scan of line starts, not a second full parse. A head that is not HTTP/1.x is `Fine`,
+/// as is any malformed one: hyper refuses those itself.
 pub fn head_framing(bytes: &[u8]) -> HeadFraming {
-    // Uninitialised slots: filling 128 empty headers on every request costs more than parsing.
-    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 128];
-    let mut request = httparse::Request::new(&mut []);
-    match request.parse_with_uninit_headers(bytes, &mut headers) {
-        Ok(httparse::Status::Partial) => HeadFraming::Incomplete,
-        Ok(httparse::Status::Complete(_)) => {
-            let named = |name: &str| {
-                request
-                    .headers
-                    .iter()
-                    .any(|h| h.name.eq_ignore_ascii_case(name))
-            };
-            if named("content-length") && named("transfer-encoding") {
+    let starts_with = |line: &[u8], name: &[u8]| {
+        line.get(..name.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(name))
+    };
+    let mut seen_request_line = false;
+    let (mut length, mut encoding) = (false, false);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', bytes) {
+        let line = &bytes[start..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        start = end + 1;
+        if !seen_request_line {
+            // Empty lines before the request line are skipped, as httparse does.
+            if line.is_empty() {
+                continue;
+            }
+            if !is_http1_request_line(line) {
+                return HeadFraming::Fine;
+            }
+            seen_request_line = true;
+        } else if line.is_empty() {
+            return if length && encoding {
                 HeadFraming::Conflicting
             } else {
                 HeadFraming::Fine
-            }
+            };
+        } else {
+            length |= starts_with(line, b"content-length:");
+            encoding |= starts_with(line, b"transfer-encoding:");
         }
-        Err(_) => HeadFraming::Fine,
     }
+    // Not whole yet; but a start no method can have (a TLS hello, say) is not worth waiting for.
+    let rest = &bytes[start..];
+    if !seen_request_line
+        && rest
+            .first()
+            .is_some_and(|&b| b != b'\r' && !b.is_ascii_uppercase())
+    {
+        return HeadFraming::Fine;
+    }
+    HeadFraming::Incomplete
+}
+
+/// `METHOD target HTTP/1.x`, as far as framing cares: a method's first letter and the version.
+fn is_http1_request_line(line: &[u8]) -> bool {
+    line.first().is_some_and(u8::is_ascii_uppercase)
+        && line.len() > 9
+        && line[..line.len() - 1].ends_with(b" HTTP/1.")
 }
 
 /// Refuses what could be read two ways (RFC 9112 §6.3): Content-Length together with
@@ -145,5 +178,30 @@ mod tests {
             HeadFraming::Fine
         );
         assert_eq!(head_framing(b"\x16\x03\x01 not http"), HeadFraming::Fine);
+    }
+
+    #[test]
+    fn framing_is_read_from_line_starts_of_an_http1_head_only() {
+        // Leading empty lines, bare LF endings, names in any case.
+        let bare = b"\r\n\nPOST / HTTP/1.0\ncontent-length: 4\nTRANSFER-encoding: chunked\n\n";
+        assert_eq!(head_framing(bare), HeadFraming::Conflicting);
+        // Each prefix of a conflicting head is incomplete, never `Fine`.
+        let both = b"POST /x HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for end in 0..both.len() {
+            assert_eq!(head_framing(&both[..end]), HeadFraming::Incomplete, "{end}");
+        }
+        // A name that merely contains one of them, or a value that does, is not one.
+        let lookalike = b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\nTransfer-Encoding: chunked\r\nA: content-length: 1\r\n\r\n";
+        assert_eq!(head_framing(lookalike), HeadFraming::Fine);
+        // Only Content-Length, or only Transfer-Encoding: fine.
+        let one = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody";
+        assert_eq!(head_framing(one), HeadFraming::Fine);
+        // Not HTTP/1: the HTTP/2 preface, a lower-case start.
+        assert_eq!(
+            head_framing(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            HeadFraming::Fine
+        );
+        assert_eq!(head_framing(b"get / HTTP/1.1\r\n"), HeadFraming::Fine);
+        assert_eq!(head_framing(b"\r"), HeadFraming::Incomplete);
     }
 }

@@ -33,11 +33,14 @@ static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-bufferin
 
 /// Whether a response is an event stream (`text/event-stream`, any parameters, any case).
 pub fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
+    // Asked of every response: bytes, without a UTF-8 check or a split iterator.
+    headers.get(CONTENT_TYPE).is_some_and(|value| {
+        let bytes = value.as_bytes();
+        let media = bytes.split(|&b| b == b';').next().unwrap_or(bytes);
+        media
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"text/event-stream")
+    })
 }
 
 /// Sets the headers that keep caches and buffering proxies from holding events back.

@@ -226,8 +226,18 @@ impl<S> ActivityIo<S> {
         if !self.scanning {
             return;
         }
-        self.head.extend_from_slice(bytes);
-        match crate::proxy::head_framing(&self.head) {
+        // Most heads arrive in one read: scanned where they lie, copied only when not whole.
+        let framing = if self.head.is_empty() {
+            let framing = crate::proxy::head_framing(bytes);
+            if framing == HeadFraming::Incomplete {
+                self.head.extend_from_slice(bytes);
+            }
+            framing
+        } else {
+            self.head.extend_from_slice(bytes);
+            crate::proxy::head_framing(&self.head)
+        };
+        match framing {
             HeadFraming::Incomplete if self.head.len() < HEAD_SCAN_LIMIT => {}
             HeadFraming::Conflicting => {
                 self.activity

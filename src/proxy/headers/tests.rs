@@ -148,4 +148,6 @@ fn traceparent_validation_follows_the_spec() {
     assert!(!is_valid_traceparent(b"00-xyz-00f067aa0ba902b7-01"));
     let fresh = traceparent(&HeaderMap::new());
     assert!(is_valid_traceparent(fresh.as_bytes()));
+    let other = traceparent(&HeaderMap::new());
+    assert_ne!(fresh.as_bytes()[36..52], other.as_bytes()[36..52]);
 }
