@@ -1,3 +1,4 @@
+use super::decode::Chunk;
 use super::*;
 
 fn parsed(raw: &[u8], head_request: bool) -> (Head, BytesMut) {
