@@ -263,7 +263,9 @@ where
                 // A feed that is being read ends by itself at once; give it a moment.
                 feed_cutoff = Some(Instant::now() + Duration::from_secs(1));
             }
-            () = shared.hard_stop.cancelled() => return,
+            // Only cancelled after `shutdown`, which sets `closing` first (or `closing` came
+            // from the idle rule): each wake polls one token, not two.
+            () = shared.hard_stop.cancelled(), if closing => return,
             () = tokio::time::sleep_until(wake_at) => {}
         }
     }
