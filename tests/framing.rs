@@ -40,9 +40,40 @@ async fn content_length_with_transfer_encoding_is_refused() {
          0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
         "POST /api/s/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n\
          0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+        // An extension method (hyper takes `post` as one), an empty line first, bare LFs.
+        "post /api/s/x HTTP/1.1\r\nHost: t\r\ncontent-length: 4\r\nTRANSFER-ENCODING: chunked\r\n\r\n\
+         0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+        "\r\nPOST /api/s/x HTTP/1.1\nHost: t\nContent-Length: 4\nTransfer-Encoding: chunked\n\n\
+         0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
     ] {
         refused(request).await;
     }
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused_when_the_head_comes_in_pieces() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::ok().await;
+    let gw = TestGateway::in_front_of(&up).await;
+    let head = "POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    // Cut inside the request line, inside a name, between CR and LF, and just before the end.
+    for cuts in [[5, 40, 51], [20, 61, 80], [1, 2, 3]] {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([head.len()]) {
+            stream.write_all(&head.as_bytes()[from..cut]).await.unwrap();
+            from = cut;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .expect("the connection is closed")
+            .unwrap();
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with("HTTP/1.1 400"), "{cuts:?}: {response}");
+    }
+    assert_eq!(up.count(), 0);
 }
 
 #[tokio::test]

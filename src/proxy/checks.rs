@@ -63,18 +63,25 @@ pub fn head_framing(bytes: &[u8]) -> HeadFraming {
     if !seen_request_line
         && rest
             .first()
-            .is_some_and(|&b| b != b'\r' && !b.is_ascii_uppercase())
+            .is_some_and(|&b| b != b'\r' && !is_token_char(b))
     {
         return HeadFraming::Fine;
     }
     HeadFraming::Incomplete
 }
 
-/// `METHOD target HTTP/1.x`, as far as framing cares: a method's first letter and the version.
+/// `METHOD target HTTP/1.x`, as far as framing cares: a method's first character and the
+/// version. Any token character, not only capitals: hyper takes `post` or `m-search` as
+/// extension methods, and such a request must not slip past the check.
 fn is_http1_request_line(line: &[u8]) -> bool {
-    line.first().is_some_and(u8::is_ascii_uppercase)
+    line.first().is_some_and(|&b| is_token_char(b))
         && line.len() > 9
         && line[..line.len() - 1].ends_with(b" HTTP/1.")
+}
+
+/// A `tchar` of RFC 9110 §5.6.2, what a method is made of.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Refuses what could be read two ways (RFC 9112 §6.3): Content-Length together with
@@ -201,7 +208,14 @@ mod tests {
             head_framing(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
             HeadFraming::Fine
         );
-        assert_eq!(head_framing(b"get / HTTP/1.1\r\n"), HeadFraming::Fine);
+        // An extension method in any case is still a request.
+        let lower = b"post / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(head_framing(lower), HeadFraming::Conflicting);
+        assert_eq!(
+            head_framing(b"m-search * HTTP/1.1\r\n"),
+            HeadFraming::Incomplete
+        );
+        assert_eq!(head_framing(b"{\"json\": 1}\r\n"), HeadFraming::Fine);
         assert_eq!(head_framing(b"\r"), HeadFraming::Incomplete);
     }
 }
