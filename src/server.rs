@@ -55,6 +55,8 @@ struct Shared {
     builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
     head_timeout: Duration,
+    /// hyper's buffer for a request head: the most a head it accepts can take.
+    head_buffer: usize,
     idle_timeout: Duration,
     role: Role,
     /// Cancelled when the shutdown grace period is over: remaining connections are dropped.
@@ -99,6 +101,7 @@ pub async fn serve(
         builder: http_builder(config),
         tls: tls.map(TlsAcceptor::from),
         head_timeout: config.header_read_timeout,
+        head_buffer: head_buffer(config),
         idle_timeout: config.keepalive_idle_timeout,
         role,
         hard_stop: CancellationToken::new(),
@@ -152,11 +155,15 @@ pub async fn serve(
     }
 }
 
+/// hyper answers heads larger than its buffer with a bare 431; leave room so that the
+/// proxy's own check (with the JSON body) is what clients normally meet.
+fn head_buffer(config: &ServerConfig) -> usize {
+    (config.max_header_bytes * 2).max(8192)
+}
+
 fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper answers heads larger than its buffer with a bare 431; leave room so that the
-    // proxy's own check (with the JSON body) is what clients normally meet.
-    let buffer = (config.max_header_bytes * 2).max(8192);
+    let buffer = head_buffer(config);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -193,13 +200,13 @@ async fn serve_connection(
     // ActivityIo wraps the plaintext side (above TLS), where request heads can be seen.
     match &shared.tls {
         None => {
-            let io = ActivityIo::new(stream, activity.clone());
+            let io = ActivityIo::new(stream, activity.clone(), shared.head_buffer);
             serve_io(io, info(false), &shared, shutdown).await;
         }
         Some(acceptor) => {
             match tokio::time::timeout(shared.head_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
-                    let io = ActivityIo::new(tls, activity.clone());
+                    let io = ActivityIo::new(tls, activity.clone(), shared.head_buffer);
                     serve_io(io, info(true), &shared, shutdown).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

@@ -51,6 +51,30 @@ async fn content_length_with_transfer_encoding_is_refused() {
 }
 
 #[tokio::test]
+async fn a_conflicting_head_pipelined_behind_another_request_is_refused() {
+    // The scan reads on past the first head (and past a body of known length): the
+    // connection is refused and closed before anything is forwarded.
+    let conflicting = "POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+                       0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+    for first in [
+        "GET /api/s/a HTTP/1.1\r\nHost: t\r\n\r\n",
+        "POST /api/s/b HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    ] {
+        refused(&format!("{first}{conflicting}")).await;
+    }
+}
+
+#[tokio::test]
+async fn empty_lines_before_a_conflicting_head_do_not_hide_it() {
+    // hyper skips them (its buffer holds 32 KiB by default); so does the scan.
+    let flood = "\n".repeat(17_000);
+    refused(&format!(
+        "{flood}POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ))
+    .await;
+}
+
+#[tokio::test]
 async fn content_length_with_transfer_encoding_is_refused_when_the_head_comes_in_pieces() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = Upstream::ok().await;

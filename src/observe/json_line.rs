@@ -16,8 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const SECOND_LEN: usize = 19;
 
 thread_local! {
-    /// The second last formatted on this thread, and its text.
-    static SECOND: Cell<(u64, [u8; SECOND_LEN])> = const { Cell::new((u64::MAX, [0; SECOND_LEN])) };
+    /// The second last formatted on this thread, and its text (the epoch's until then, so
+    /// nothing unprintable is ever written should formatting fail).
+    static SECOND: Cell<(u64, [u8; SECOND_LEN])> =
+        const { Cell::new((u64::MAX, *b"1970-01-01T00:00:00")) };
 }
 
 /// Appends `time` as RFC 3339 in UTC with microseconds, as tracing's JSON lines have it:

@@ -15,24 +15,25 @@ pub enum HeadFraming {
     Incomplete,
     /// Both Content-Length and Transfer-Encoding: to be refused.
     Conflicting,
-    /// Complete and unambiguous, or not parseable (hyper will answer that itself).
-    Fine,
+    /// A complete head of `len` bytes without that conflict. `body` is the length of its
+    /// body when the head alone tells (no Transfer-Encoding, at most one Content-Length):
+    /// where a pipelined next head would begin.
+    Fine { len: usize, body: Option<u64> },
+    /// Not an HTTP/1 request head (a TLS hello, HTTP/2's preface) or a malformed one: hyper
+    /// answers those itself.
+    Other,
 }
 
-/// Looks at the first bytes of an HTTP/1 request. Only the head is read; a body or a
-/// pipelined request after it is ignored.
+/// Looks at the first bytes of an HTTP/1 request head; what follows it is not read.
 ///
 /// Runs on every request's first bytes, before hyper parses them (hyper drops a
 /// Content-Length that comes with Transfer-Encoding, so the conflict is only visible here):
-/// a scan of line starts, not a second full parse. A head that is not HTTP/1.x is `Fine`,
-/// as is any malformed one: hyper refuses those itself.
+/// a scan of line starts, not a second full parse. A malformed head may be called anything
+/// but `Fine`, as hyper refuses it anyway; a head hyper accepts is never misread.
 pub fn head_framing(bytes: &[u8]) -> HeadFraming {
-    let starts_with = |line: &[u8], name: &[u8]| {
-        line.get(..name.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(name))
-    };
     let mut seen_request_line = false;
-    let (mut length, mut encoding) = (false, false);
+    let mut encoding = false;
+    let (mut lengths, mut length) = (0u32, None);
     let mut start = 0;
     for end in memchr::memchr_iter(b'\n', bytes) {
         let line = &bytes[start..end];
@@ -44,18 +45,33 @@ pub fn head_framing(bytes: &[u8]) -> HeadFraming {
                 continue;
             }
             if !is_http1_request_line(line) {
-                return HeadFraming::Fine;
+                return HeadFraming::Other;
             }
             seen_request_line = true;
         } else if line.is_empty() {
-            return if length && encoding {
-                HeadFraming::Conflicting
-            } else {
-                HeadFraming::Fine
+            return match (lengths, encoding) {
+                (1.., true) => HeadFraming::Conflicting,
+                (0, false) => HeadFraming::Fine {
+                    len: start,
+                    body: Some(0),
+                },
+                (1, false) => HeadFraming::Fine {
+                    len: start,
+                    body: length,
+                },
+                _ => HeadFraming::Fine {
+                    len: start,
+                    body: None,
+                },
             };
+        } else if let Some(value) = field_value(line, b"content-length:") {
+            lengths += 1;
+            length = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok());
         } else {
-            length |= starts_with(line, b"content-length:");
-            encoding |= starts_with(line, b"transfer-encoding:");
+            encoding |= field_value(line, b"transfer-encoding:").is_some();
         }
     }
     // Not whole yet; but a start no method can have (a TLS hello, say) is not worth waiting for.
@@ -65,9 +81,15 @@ pub fn head_framing(bytes: &[u8]) -> HeadFraming {
             .first()
             .is_some_and(|&b| b != b'\r' && !is_token_char(b))
     {
-        return HeadFraming::Fine;
+        return HeadFraming::Other;
     }
     HeadFraming::Incomplete
+}
+
+/// The value of a header line whose name (with its colon) is `name`, in any case.
+fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let (start, value) = line.split_at_checked(name.len())?;
+    start.eq_ignore_ascii_case(name).then(|| value.trim_ascii())
 }
 
 /// `METHOD target HTTP/1.x`, as far as framing cares: a method's first character and the
@@ -180,11 +202,13 @@ mod tests {
         let reversed =
             b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 4\r\n\r\nbody";
         assert_eq!(head_framing(reversed), HeadFraming::Conflicting);
-        assert_eq!(
-            head_framing(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"),
-            HeadFraming::Fine
-        );
-        assert_eq!(head_framing(b"\x16\x03\x01 not http"), HeadFraming::Fine);
+        let get = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        let whole = HeadFraming::Fine {
+            len: get.len(),
+            body: Some(0),
+        };
+        assert_eq!(head_framing(get), whole);
+        assert_eq!(head_framing(b"\x16\x03\x01 not http"), HeadFraming::Other);
     }
 
     #[test]
@@ -199,15 +223,17 @@ mod tests {
         }
         // A name that merely contains one of them, or a value that does, is not one.
         let lookalike = b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\nTransfer-Encoding: chunked\r\nA: content-length: 1\r\n\r\n";
-        assert_eq!(head_framing(lookalike), HeadFraming::Fine);
-        // Only Content-Length, or only Transfer-Encoding: fine.
-        let one = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody";
-        assert_eq!(head_framing(one), HeadFraming::Fine);
-        // Not HTTP/1: the HTTP/2 preface, a lower-case start.
+        let chunked = HeadFraming::Fine {
+            len: lookalike.len(),
+            body: None,
+        };
+        assert_eq!(head_framing(lookalike), chunked);
+        // Not HTTP/1: the HTTP/2 preface, JSON.
         assert_eq!(
             head_framing(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-            HeadFraming::Fine
+            HeadFraming::Other
         );
+        assert_eq!(head_framing(b"{\"json\": 1}\r\n"), HeadFraming::Other);
         // An extension method in any case is still a request.
         let lower = b"post / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(head_framing(lower), HeadFraming::Conflicting);
@@ -215,7 +241,33 @@ mod tests {
             head_framing(b"m-search * HTTP/1.1\r\n"),
             HeadFraming::Incomplete
         );
-        assert_eq!(head_framing(b"{\"json\": 1}\r\n"), HeadFraming::Fine);
         assert_eq!(head_framing(b"\r"), HeadFraming::Incomplete);
+    }
+
+    #[test]
+    fn a_complete_head_tells_where_the_next_one_begins_when_it_can() {
+        let with_body = b"POST / HTTP/1.1\r\ncontent-length:  12 \r\n\r\nhello, world";
+        let head_len = with_body.len() - 12;
+        assert_eq!(
+            head_framing(with_body),
+            HeadFraming::Fine {
+                len: head_len,
+                body: Some(12)
+            }
+        );
+        // Two, or one that is not a plain number: left to `check_framing` and hyper.
+        for unknown in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 4, 4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let framing = head_framing(unknown);
+            let expected = HeadFraming::Fine {
+                len: unknown.len(),
+                body: None,
+            };
+            assert_eq!(framing, expected, "{}", String::from_utf8_lossy(unknown));
+        }
     }
 }

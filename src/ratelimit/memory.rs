@@ -1,7 +1,9 @@
-//! The in-process store: keys hashed (foldhash with a per-process random seed, so no client
-//! can aim at another's slot) into 64 shards, each a map behind its own short lock. Bounded: a shard
-//! over its share of `memory_max_keys` first drops expired keys, then, if still full, an
-//! arbitrary one (that client starts afresh, which can only be in its favour).
+//! The in-process store: keys hashed into 64 shards, each a map behind its own short lock.
+//! The hash is foldhash with a per-process random seed: fast, and with the seed unknown a
+//! client cannot work out which keys share its slot (foldhash makes no stronger claim; two
+//! colliding clients would share one budget, which SipHash could not rule out either).
+//! Bounded: a shard over its share of `memory_max_keys` first drops expired keys, then, if
+//! still full, an arbitrary one (that client starts afresh, which can only be in its favour).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};

@@ -82,19 +82,24 @@ pub enum Verdict {
 }
 
 /// A client stream that reports reads to its connection's [`ConnActivity`], and looks at
-/// each new request head's framing before hyper does: hyper silently resolves Content-Length
+/// each request head's framing before hyper does: hyper silently resolves Content-Length
 /// plus Transfer-Encoding in favour of the latter (RFC 9112 §6.3), where the proxy refuses
-/// such a request. The head is followed across reads (hyper's protocol detection reads the
-/// first 24 bytes alone) up to [`HEAD_SCAN_LIMIT`]; past that, hyper's safe handling stands.
+/// such a request. A head is followed across reads (hyper's protocol detection reads the
+/// first 24 bytes alone) up to `scan_limit`, hyper's own head buffer, so every head hyper
+/// accepts is seen whole. Pipelined heads are scanned too: past a head whose body length
+/// is known, that many bytes are skipped and the next head is read. A chunked body ends the
+/// scan until the connection is idle again; a conflict found in a later head is reported to
+/// whichever request is handled next, which closes the connection with it.
 pub struct ActivityIo<S> {
     inner: S,
     activity: Arc<ConnActivity>,
-    /// The current head's bytes while it is being scanned; reused from request to request.
+    /// The current head's bytes while it is being collected across reads; reused.
     head: Vec<u8>,
     scanning: bool,
+    /// Body bytes of the last scanned request still to come before the next head.
+    body_left: u64,
+    scan_limit: usize,
 }
-
-const HEAD_SCAN_LIMIT: usize = 16 * 1024;
 
 // === impl ConnActivity ===
 
@@ -209,43 +214,76 @@ impl Default for ConnActivity {
 // === impl ActivityIo ===
 
 impl<S> ActivityIo<S> {
-    pub fn new(inner: S, activity: Arc<ConnActivity>) -> Self {
+    /// `scan_limit`: the most bytes a request head may take, empty lines before it aside.
+    pub fn new(inner: S, activity: Arc<ConnActivity>, scan_limit: usize) -> Self {
         ActivityIo {
             inner,
             activity,
             head: Vec::new(),
             scanning: false,
+            body_left: 0,
+            scan_limit,
         }
     }
 
-    fn scan(&mut self, bytes: &[u8]) {
+    fn scan(&mut self, mut bytes: &[u8]) {
         if self.activity.bytes_received() {
             self.head.clear();
             self.scanning = true;
+            self.body_left = 0;
         }
-        if !self.scanning {
-            return;
-        }
-        // Most heads arrive in one read: scanned where they lie, copied only when not whole.
-        let framing = if self.head.is_empty() {
-            let framing = crate::proxy::head_framing(bytes);
-            if framing == HeadFraming::Incomplete {
+        while self.scanning && !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
+                self.body_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            if self.head.is_empty() {
+                // Empty lines before a head count for nothing (httparse skips them), so no
+                // flood of them can push a head past the limit.
+                let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n');
+                bytes = &bytes[start.unwrap_or(bytes.len())..];
+                if bytes.is_empty() {
+                    return;
+                }
+            }
+            // Most heads arrive in one read: scanned where they lie, copied only when not whole.
+            let (framing, earlier) = if self.head.is_empty() {
+                (crate::proxy::head_framing(bytes), 0)
+            } else {
+                let earlier = self.head.len();
                 self.head.extend_from_slice(bytes);
+                (crate::proxy::head_framing(&self.head), earlier)
+            };
+            match framing {
+                HeadFraming::Incomplete => {
+                    if earlier == 0 {
+                        self.head.extend_from_slice(bytes);
+                    }
+                    // Longer than hyper takes: it refuses the head itself.
+                    self.scanning = self.head.len() < self.scan_limit;
+                    return;
+                }
+                HeadFraming::Conflicting => {
+                    self.activity
+                        .ambiguous_framing
+                        .store(true, Ordering::Relaxed);
+                    self.scanning = false;
+                }
+                HeadFraming::Fine { len, body } => {
+                    // The head ended `len - earlier` bytes into this read; its body follows.
+                    bytes = bytes.get(len.saturating_sub(earlier)..).unwrap_or_default();
+                    self.head.clear();
+                    match body {
+                        Some(body) => self.body_left = body,
+                        None => self.scanning = false,
+                    }
+                }
+                HeadFraming::Other => self.scanning = false,
             }
-            framing
-        } else {
-            self.head.extend_from_slice(bytes);
-            crate::proxy::head_framing(&self.head)
-        };
-        match framing {
-            HeadFraming::Incomplete if self.head.len() < HEAD_SCAN_LIMIT => {}
-            HeadFraming::Conflicting => {
-                self.activity
-                    .ambiguous_framing
-                    .store(true, Ordering::Relaxed);
-                self.scanning = false;
-            }
-            _ => self.scanning = false,
         }
     }
 }
@@ -351,5 +389,62 @@ mod tests {
         activity.bytes_received(); // a PING, not a head
         let now = Instant::now();
         assert_eq!(activity.verdict(now, HEAD, IDLE), Verdict::Wait(now + HEAD));
+    }
+
+    /// Feeds `reads` to a fresh connection's scanner, one `scan` per read; whether it
+    /// found a Content-Length + Transfer-Encoding conflict.
+    fn conflict_found(reads: &[&[u8]]) -> bool {
+        let mut io = ActivityIo::new((), Arc::new(ConnActivity::new()), 8192);
+        for read in reads {
+            io.scan(read);
+        }
+        io.activity.take_ambiguous_framing()
+    }
+
+    const CONFLICTING: &[u8] =
+        b"POST /x HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+
+    #[test]
+    fn a_conflicting_head_is_found_in_one_read_or_byte_by_byte() {
+        assert!(conflict_found(&[CONFLICTING]));
+        let bytes: Vec<&[u8]> = CONFLICTING.chunks(1).collect();
+        assert!(conflict_found(&bytes));
+        assert!(!conflict_found(&[b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"]));
+    }
+
+    #[test]
+    fn pipelined_heads_are_scanned_past_known_bodies() {
+        let get = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
+        // Behind a bodiless request, in the same read or split anywhere.
+        let pipelined = [get.as_slice(), CONFLICTING].concat();
+        assert!(conflict_found(&[&pipelined]));
+        for cut in 1..pipelined.len() {
+            let (a, b) = pipelined.split_at(cut);
+            assert!(conflict_found(&[a, b]), "cut at {cut}");
+        }
+        // Behind a body of known length, which is skipped, not read as a head...
+        let post = b"POST /b HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+        assert!(conflict_found(&[&post, b"\r\n", CONFLICTING]));
+        // ...even when the body itself looks like a conflicting head.
+        let mut carrier = format!(
+            "POST /c HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            CONFLICTING.len()
+        )
+        .into_bytes();
+        carrier.extend_from_slice(CONFLICTING);
+        assert!(!conflict_found(&[&carrier]));
+        assert!(!conflict_found(&[&carrier, &get]));
+        assert!(conflict_found(&[&carrier, CONFLICTING]));
+    }
+
+    #[test]
+    fn empty_lines_before_a_head_do_not_use_up_the_scan_limit() {
+        let flood = vec![b'\n'; 20_000];
+        assert!(conflict_found(&[&flood, CONFLICTING]));
+        assert!(conflict_found(&[&[flood.as_slice(), CONFLICTING].concat()]));
+        // A head longer than the limit is hyper's to refuse; the scan gives up on it.
+        let long = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n", "p".repeat(9000));
+        let rest = b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(!conflict_found(&[long.as_bytes(), rest]));
     }
 }

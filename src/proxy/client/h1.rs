@@ -13,12 +13,12 @@
 //! as the client declared it (Content-Length), else chunked; a write that fails does not hide
 //! a response the upstream had already sent.
 //!
-//! Framing ([`decode`]) follows RFC 9112 §6.3, as hyper's client does: no body after HEAD, 1xx, 204 and
-//! 304; chunked when it is the final transfer coding (Content-Length is then dropped);
-//! otherwise Content-Length (every value the same, or the response is invalid); otherwise
-//! until the upstream closes. Interim 1xx responses are skipped; a 101 is returned as it is
-//! (the proxy refuses it, having asked for no upgrade). A connection is reused only when its
-//! response ended exactly where the framing said and neither side asked to close.
+//! Framing ([`decode`]) follows RFC 9112 §6.3, as hyper's client does: no body after HEAD,
+//! 1xx, 204 and 304; chunked when it is the final transfer coding (Content-Length is then
+//! dropped); otherwise Content-Length (every value the same, or the response is invalid);
+//! otherwise until the upstream closes. Interim 1xx responses are skipped; a 101 is returned
+//! as it is (the proxy refuses it, having asked for no upgrade). A connection is reused only
+//! when its response ended exactly where the framing said and neither side asked to close.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
