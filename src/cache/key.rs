@@ -16,6 +16,10 @@ const FORWARDING: [HeaderName; 3] = [
     HeaderName::from_static("x-forwarded-port"),
 ];
 
+/// Room reserved for each header line, so a key is usually built without growing (the
+/// forwarding headers' lines are a name and a short value).
+const LINE_ROOM: usize = 48;
+
 /// `GET http://example.com:8080/p?q` and the forwarding headers' lines: the key without
 /// `Vary`. Nothing on the first line can contain a space or a newline, so it never runs into
 /// the header lines or the method.
@@ -27,7 +31,8 @@ pub(super) fn plain_key(req: &CacheRequest<'_>) -> String {
             + req.authority.len()
             + req.path.len()
             + query
-            + 5,
+            + 5
+            + LINE_ROOM * FORWARDING.len(),
     );
     key.push_str(req.method.as_str());
     key.push(' ');
@@ -49,7 +54,8 @@ pub(super) fn plain_key(req: &CacheRequest<'_>) -> String {
 /// escaped (`%XX` for anything but visible ASCII other than `%` and `,`), values joined by
 /// `,`, an absent header as `\nname!`: distinct requests never share a key.
 pub(super) fn variant_key(key: &str, names: &[HeaderName], headers: &HeaderMap) -> String {
-    let mut full = key.to_owned();
+    let mut full = String::with_capacity(key.len() + LINE_ROOM * names.len());
+    full.push_str(key);
     for name in names {
         push_header_line(&mut full, name, headers);
     }
@@ -71,14 +77,26 @@ fn push_header_line(key: &mut String, name: &HeaderName, headers: &HeaderMap) {
         if i > 0 {
             key.push(',');
         }
-        for &byte in value.as_bytes() {
-            if byte.is_ascii_graphic() && byte != b'%' && byte != b',' || byte == b' ' {
-                key.push(char::from(byte));
-            } else {
-                let _ = write!(key, "%{byte:02X}");
+        // Usually every byte stands for itself: then the value goes in whole.
+        match std::str::from_utf8(value.as_bytes()) {
+            Ok(text) if text.bytes().all(is_plain) => key.push_str(text),
+            _ => {
+                for &byte in value.as_bytes() {
+                    if is_plain(byte) {
+                        key.push(char::from(byte));
+                    } else {
+                        let _ = write!(key, "%{byte:02X}");
+                    }
+                }
             }
         }
     }
+}
+
+/// A byte that stands for itself in a key's header line: visible ASCII or a space, but not
+/// `%` (the escape) or `,` (between values).
+fn is_plain(byte: u8) -> bool {
+    byte.is_ascii_graphic() && byte != b'%' && byte != b',' || byte == b' '
 }
 
 /// The path of a key (`GET http://host/p?q[\n…]` → `/p?q`).
