@@ -66,10 +66,7 @@ pub fn head_framing(bytes: &[u8]) -> HeadFraming {
             };
         } else if let Some(value) = field_value(line, b"content-length:") {
             lengths += 1;
-            length = std::str::from_utf8(value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse().ok());
+            length = super::headers::content_length_value(value);
         } else {
             encoding |= field_value(line, b"transfer-encoding:").is_some();
         }
@@ -147,11 +144,7 @@ pub(super) fn check_framing<B>(
         }
     }
     if let Some(first) = first_cl {
-        let valid = std::str::from_utf8(first.as_bytes())
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some();
-        if !valid {
+        if super::headers::content_length_value(first.as_bytes()).is_none() {
             return Err(ambiguous("Content-Length is not a number"));
         }
         if cl.any(|other| other != first) {

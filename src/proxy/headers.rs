@@ -208,6 +208,16 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A `Content-Length` value (RFC 9110 §8.6): one or more ASCII digits, blanks around them
+/// aside. `u64::from_str` alone would also take a leading `+`.
+pub fn content_length_value(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 /// The client's request id when valid, else a fresh UUID (v4).
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers

@@ -151,3 +151,25 @@ fn traceparent_validation_follows_the_spec() {
     let other = traceparent(&HeaderMap::new());
     assert_ne!(fresh.as_bytes()[36..52], other.as_bytes()[36..52]);
 }
+
+#[test]
+fn a_content_length_is_digits_only() {
+    assert_eq!(content_length_value(b"42"), Some(42));
+    assert_eq!(content_length_value(b" 7 "), Some(7));
+    for bad in [
+        &b""[..],
+        b" ",
+        b"+4",
+        b"-4",
+        b"4 4",
+        b"0x10",
+        b"99999999999999999999",
+    ] {
+        assert_eq!(
+            content_length_value(bad),
+            None,
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}

@@ -12,6 +12,7 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 use super::{InvalidResponse, MAX_HEADERS};
+use crate::proxy::headers::content_length_value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
@@ -76,12 +77,8 @@ pub(super) fn framing(
     let mut length: Option<u64> = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         for item in value.as_bytes().split(|b| *b == b',') {
-            let item = item.trim_ascii();
-            let parsed = std::str::from_utf8(item)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(InvalidResponse("invalid Content-Length"))?;
+            let parsed =
+                content_length_value(item).ok_or(InvalidResponse("invalid Content-Length"))?;
             if length.is_some_and(|l| l != parsed) {
                 return Err(InvalidResponse("differing Content-Length values"));
             }
