@@ -20,7 +20,7 @@ pub mod body;
 mod checks;
 mod forward;
 
-pub use checks::{head_framing, HeadFraming};
+pub use checks::{head_framing, BodyFraming, HeadFraming};
 pub mod client;
 pub mod headers;
 pub(crate) mod idle;

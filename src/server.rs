@@ -31,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod chunked;
 mod conn;
 
 use conn::{ActivityIo, Verdict};

@@ -52,13 +52,16 @@ async fn content_length_with_transfer_encoding_is_refused() {
 
 #[tokio::test]
 async fn a_conflicting_head_pipelined_behind_another_request_is_refused() {
-    // The scan reads on past the first head (and past a body of known length): the
+    // The scan reads on past the first head (and past its body, of known length or chunked): the
     // connection is refused and closed before anything is forwarded.
     let conflicting = "POST /api/s/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
                        0\r\n\r\nGET /api/s/smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
     for first in [
         "GET /api/s/a HTTP/1.1\r\nHost: t\r\n\r\n",
         "POST /api/s/b HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+        // A chunked body, with an extension and a trailer, is followed chunk by chunk.
+        "POST /api/s/c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5;x=1\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n",
     ] {
         refused(&format!("{first}{conflicting}")).await;
     }

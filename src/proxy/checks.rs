@@ -15,13 +15,24 @@ pub enum HeadFraming {
     Incomplete,
     /// Both Content-Length and Transfer-Encoding: to be refused.
     Conflicting,
-    /// A complete head of `len` bytes without that conflict. `body` is the length of its
-    /// body when the head alone tells (no Transfer-Encoding, at most one Content-Length):
+    /// A complete head of `len` bytes without that conflict, and how its body is framed:
     /// where a pipelined next head would begin.
-    Fine { len: usize, body: Option<u64> },
+    Fine { len: usize, body: BodyFraming },
     /// Not an HTTP/1 request head (a TLS hello, HTTP/2's preface) or a malformed one: hyper
     /// answers those itself.
     Other,
+}
+
+/// A request body's framing, as far as its head alone tells.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No Transfer-Encoding and at most one Content-Length: this many bytes (0 for none).
+    Length(u64),
+    /// Transfer-Encoding without Content-Length: read as chunked (hyper refuses any other
+    /// coding of a request).
+    Chunked,
+    /// Several or unreadable Content-Lengths: refused later, by hyper or `check_framing`.
+    Unknown,
 }
 
 /// Looks at the first bytes of an HTTP/1 request head; what follows it is not read.
@@ -51,17 +62,21 @@ pub fn head_framing(bytes: &[u8]) -> HeadFraming {
         } else if line.is_empty() {
             return match (lengths, encoding) {
                 (1.., true) => HeadFraming::Conflicting,
+                (0, true) => HeadFraming::Fine {
+                    len: start,
+                    body: BodyFraming::Chunked,
+                },
                 (0, false) => HeadFraming::Fine {
                     len: start,
-                    body: Some(0),
+                    body: BodyFraming::Length(0),
                 },
                 (1, false) => HeadFraming::Fine {
                     len: start,
-                    body: length,
+                    body: length.map_or(BodyFraming::Unknown, BodyFraming::Length),
                 },
-                _ => HeadFraming::Fine {
+                (2.., false) => HeadFraming::Fine {
                     len: start,
-                    body: None,
+                    body: BodyFraming::Unknown,
                 },
             };
         } else if let Some(value) = field_value(line, b"content-length:") {
@@ -198,7 +213,7 @@ mod tests {
         let get = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
         let whole = HeadFraming::Fine {
             len: get.len(),
-            body: Some(0),
+            body: BodyFraming::Length(0),
         };
         assert_eq!(head_framing(get), whole);
         assert_eq!(head_framing(b"\x16\x03\x01 not http"), HeadFraming::Other);
@@ -218,7 +233,7 @@ mod tests {
         let lookalike = b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\nTransfer-Encoding: chunked\r\nA: content-length: 1\r\n\r\n";
         let chunked = HeadFraming::Fine {
             len: lookalike.len(),
-            body: None,
+            body: BodyFraming::Chunked,
         };
         assert_eq!(head_framing(lookalike), chunked);
         // Not HTTP/1: the HTTP/2 preface, JSON.
@@ -245,7 +260,15 @@ mod tests {
             head_framing(with_body),
             HeadFraming::Fine {
                 len: head_len,
-                body: Some(12)
+                body: BodyFraming::Length(12)
+            }
+        );
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n";
+        assert_eq!(
+            head_framing(chunked),
+            HeadFraming::Fine {
+                len: chunked.len() - 3,
+                body: BodyFraming::Chunked
             }
         );
         // Two, or one that is not a plain number: left to `check_framing` and hyper.
@@ -253,12 +276,11 @@ mod tests {
             &b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n"[..],
             b"POST / HTTP/1.1\r\nContent-Length: 4, 4\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: +4\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             let framing = head_framing(unknown);
             let expected = HeadFraming::Fine {
                 len: unknown.len(),
-                body: None,
+                body: BodyFraming::Unknown,
             };
             assert_eq!(framing, expected, "{}", String::from_utf8_lossy(unknown));
         }

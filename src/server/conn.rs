@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::proxy::HeadFraming;
+use super::chunked::{ChunkedBody, Progress};
+use crate::proxy::{BodyFraming, HeadFraming};
 use tokio::time::Instant;
 
 #[derive(Debug)]
@@ -86,10 +87,10 @@ pub enum Verdict {
 /// plus Transfer-Encoding in favour of the latter (RFC 9112 §6.3), where the proxy refuses
 /// such a request. A head is followed across reads (hyper's protocol detection reads the
 /// first 24 bytes alone) up to `scan_limit`, hyper's own head buffer, so every head hyper
-/// accepts is seen whole. Pipelined heads are scanned too: past a head whose body length
-/// is known, that many bytes are skipped and the next head is read. A chunked body ends the
-/// scan until the connection is idle again; a conflict found in a later head is reported to
-/// whichever request is handled next, which closes the connection with it.
+/// accepts is seen whole. Pipelined heads are scanned too: a body of known length is
+/// skipped by count, a chunked one followed chunk by chunk ([`ChunkedBody`]), and the next
+/// head is read. A conflict found in a later head is reported to whichever request is
+/// handled next, which closes the connection with it.
 pub struct ActivityIo<S> {
     inner: S,
     activity: Arc<ConnActivity>,
@@ -98,6 +99,8 @@ pub struct ActivityIo<S> {
     scanning: bool,
     /// Body bytes of the last scanned request still to come before the next head.
     body_left: u64,
+    /// The last scanned request's chunked body, while it lasts.
+    chunked: Option<ChunkedBody>,
     scan_limit: usize,
 }
 
@@ -222,6 +225,7 @@ impl<S> ActivityIo<S> {
             head: Vec::new(),
             scanning: false,
             body_left: 0,
+            chunked: None,
             scan_limit,
         }
     }
@@ -231,6 +235,7 @@ impl<S> ActivityIo<S> {
             self.head.clear();
             self.scanning = true;
             self.body_left = 0;
+            self.chunked = None;
         }
         while self.scanning && !bytes.is_empty() {
             if self.body_left > 0 {
@@ -239,6 +244,16 @@ impl<S> ActivityIo<S> {
                     .min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
                 self.body_left -= n as u64;
                 bytes = &bytes[n..];
+                continue;
+            }
+            if let Some(chunked) = &mut self.chunked {
+                match chunked.read(bytes) {
+                    Progress::More => return,
+                    Progress::Ended(at) => bytes = &bytes[at..],
+                    // hyper refuses the request and closes; nothing after it is a head.
+                    Progress::Malformed => self.scanning = false,
+                }
+                self.chunked = None;
                 continue;
             }
             if self.head.is_empty() {
@@ -278,8 +293,9 @@ impl<S> ActivityIo<S> {
                     bytes = bytes.get(len.saturating_sub(earlier)..).unwrap_or_default();
                     self.head.clear();
                     match body {
-                        Some(body) => self.body_left = body,
-                        None => self.scanning = false,
+                        BodyFraming::Length(length) => self.body_left = length,
+                        BodyFraming::Chunked => self.chunked = Some(ChunkedBody::default()),
+                        BodyFraming::Unknown => self.scanning = false,
                     }
                 }
                 HeadFraming::Other => self.scanning = false,
@@ -435,6 +451,32 @@ mod tests {
         assert!(!conflict_found(&[&carrier]));
         assert!(!conflict_found(&[&carrier, &get]));
         assert!(conflict_found(&[&carrier, CONFLICTING]));
+    }
+
+    #[test]
+    fn pipelined_heads_are_scanned_past_chunked_bodies() {
+        let chunked = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+                        5;x=1\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n";
+        let pipelined = [chunked.as_slice(), CONFLICTING].concat();
+        assert!(conflict_found(&[&pipelined]));
+        for cut in 1..pipelined.len() {
+            let (a, b) = pipelined.split_at(cut);
+            assert!(conflict_found(&[a, b]), "cut at {cut}");
+        }
+        // Chunk data that looks like a conflicting head is skipped by count, not read.
+        let mut carrier = format!(
+            "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+            CONFLICTING.len()
+        )
+        .into_bytes();
+        carrier.extend_from_slice(CONFLICTING);
+        carrier.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert!(!conflict_found(&[&carrier]));
+        assert!(conflict_found(&[&carrier, CONFLICTING]));
+        // A body hyper cannot read ends the scan: hyper refuses it and reads nothing after.
+        let bare_lf =
+            b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n";
+        assert!(!conflict_found(&[bare_lf, CONFLICTING]));
     }
 
     #[test]
