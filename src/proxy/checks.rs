@@ -26,12 +26,14 @@ pub enum HeadFraming {
 /// A request body's framing, as far as its head alone tells.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BodyFraming {
-    /// No Transfer-Encoding and at most one Content-Length: this many bytes (0 for none).
+    /// No Transfer-Encoding, and no Content-Length or the same plain number in each: this
+    /// many bytes.
     Length(u64),
     /// Transfer-Encoding without Content-Length: read as chunked (hyper refuses any other
     /// coding of a request).
     Chunked,
-    /// Several or unreadable Content-Lengths: refused later, by hyper or `check_framing`.
+    /// Content-Lengths that differ or are not plain numbers: hyper or `check_framing`
+    /// refuses the request.
     Unknown,
 }
 
@@ -44,6 +46,8 @@ pub enum BodyFraming {
 pub fn head_framing(bytes: &[u8]) -> HeadFraming {
     let mut seen_request_line = false;
     let mut encoding = false;
+    // Content-Length fields seen, and the one length they all give (None once one is not a
+    // plain number or two differ): hyper takes a length repeated in several fields.
     let (mut lengths, mut length) = (0u32, None);
     let mut start = 0;
     for end in memchr::memchr_iter(b'\n', bytes) {
@@ -60,28 +64,21 @@ pub fn head_framing(bytes: &[u8]) -> HeadFraming {
             }
             seen_request_line = true;
         } else if line.is_empty() {
-            return match (lengths, encoding) {
-                (1.., true) => HeadFraming::Conflicting,
-                (0, true) => HeadFraming::Fine {
-                    len: start,
-                    body: BodyFraming::Chunked,
-                },
-                (0, false) => HeadFraming::Fine {
-                    len: start,
-                    body: BodyFraming::Length(0),
-                },
-                (1, false) => HeadFraming::Fine {
-                    len: start,
-                    body: length.map_or(BodyFraming::Unknown, BodyFraming::Length),
-                },
-                (2.., false) => HeadFraming::Fine {
-                    len: start,
-                    body: BodyFraming::Unknown,
-                },
+            let body = match (lengths, encoding) {
+                (1.., true) => return HeadFraming::Conflicting,
+                (0, true) => BodyFraming::Chunked,
+                (0, false) => BodyFraming::Length(0),
+                (1.., false) => length.map_or(BodyFraming::Unknown, BodyFraming::Length),
             };
+            return HeadFraming::Fine { len: start, body };
         } else if let Some(value) = field_value(line, b"content-length:") {
+            let value = super::headers::content_length_value(value);
+            length = if lengths == 0 || value == length {
+                value
+            } else {
+                None
+            };
             lengths += 1;
-            length = super::headers::content_length_value(value);
         } else {
             encoding |= field_value(line, b"transfer-encoding:").is_some();
         }
@@ -263,17 +260,27 @@ mod tests {
                 body: BodyFraming::Length(12)
             }
         );
-        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n";
+        let head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(
-            head_framing(chunked),
+            head_framing(&[&head[..], b"5\r\n"].concat()),
             HeadFraming::Fine {
-                len: chunked.len() - 3,
+                len: head.len(),
                 body: BodyFraming::Chunked
             }
         );
-        // Two, or one that is not a plain number: left to `check_framing` and hyper.
+        // The same length twice is that length (hyper takes it)...
+        let twice = b"POST / HTTP/1.1\r\nContent-Length: 4\r\ncontent-length:4\r\n\r\n";
+        let expected = HeadFraming::Fine {
+            len: twice.len(),
+            body: BodyFraming::Length(4),
+        };
+        assert_eq!(head_framing(twice), expected);
+        // ...two that differ, or one that is not a plain number, are left to hyper and
+        // `check_framing`, which refuse them.
         for unknown in [
-            &b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n"[..],
+            &b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: x\r\nContent-Length: 4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\nContent-Length: x\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: 4, 4\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: +4\r\n\r\n",
         ] {

@@ -231,7 +231,10 @@ impl<S> ActivityIo<S> {
     }
 
     fn scan(&mut self, mut bytes: &[u8]) {
-        if self.activity.bytes_received() {
+        // Bytes on an idle connection begin a new head: a scan that had stopped starts over.
+        // One still going keeps its place, as those bytes may go on with a head (or body)
+        // that began while the last request was in flight.
+        if self.activity.bytes_received() && !self.scanning {
             self.head.clear();
             self.scanning = true;
             self.body_left = 0;
@@ -477,6 +480,29 @@ mod tests {
         let bare_lf =
             b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n";
         assert!(!conflict_found(&[bare_lf, CONFLICTING]));
+    }
+
+    #[test]
+    fn a_head_begun_while_a_request_was_in_flight_is_scanned_whole() {
+        // Its first bytes come behind a request being handled, the rest once that request is
+        // answered and the connection idle.
+        let chunked = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for first in [&b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"[..], chunked] {
+            for cut in [1, 20, 40] {
+                let mut io = ActivityIo::new((), Arc::new(ConnActivity::new()), 8192);
+                io.scan(&[first, &CONFLICTING[..cut]].concat());
+                io.activity.request_started(false);
+                io.activity.request_finished();
+                io.scan(&CONFLICTING[cut..]);
+                assert!(io.activity.take_ambiguous_framing(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_content_length_twice_is_skipped_as_one() {
+        let twice = b"POST /b HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello";
+        assert!(conflict_found(&[twice, CONFLICTING]));
     }
 
     #[test]
