@@ -314,6 +314,70 @@ async fn an_upload_goes_on_after_an_early_response_has_ended() {
     assert_eq!(received, LENGTH, "the whole upload arrived");
 }
 
+/// The connection watchdog takes bytes that arrive with nothing in flight for a new request
+/// head, and cuts a head that takes longer than `header_read_timeout`. An upload that goes on
+/// after its early answer is not such a head: it is still the request's body (the exchange
+/// lasts until the upload ends), so it may take many head timeouts.
+#[tokio::test]
+async fn a_slow_upload_after_an_early_answer_is_not_cut_as_a_slow_head() {
+    const PIECES: usize = 12;
+    const PIECE: usize = 1000;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (received_tx, received_rx) = tokio::sync::oneshot::channel::<usize>();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        // What came with the head is body already.
+        let mut received = read_head(&mut stream).await.len();
+        stream
+            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        while received < PIECES * PIECE {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => received += n,
+                _ => break,
+            }
+        }
+        let _ = received_tx.send(received);
+    });
+    let gw = gateway_with(addr, "header_read_timeout = \"200ms\"").await;
+    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /api/s/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        PIECES * PIECE
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&[b'j'; PIECE]).await.unwrap();
+    // The answer comes first; the rest of the body then trickles in over ~1.2 s, six head
+    // timeouts.
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"ok") {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk))
+            .await
+            .expect("the early answer arrives")
+            .unwrap();
+        assert!(n > 0, "closed before the answer");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 202"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    for _ in 1..PIECES {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.write_all(&[b'j'; PIECE]).await.unwrap();
+    }
+    let received = tokio::time::timeout(Duration::from_secs(10), received_rx)
+        .await
+        .expect("the upstream reads to the end")
+        .unwrap();
+    assert_eq!(received, PIECES * PIECE, "the whole upload arrived");
+}
+
 /// An upstream that answers early with a large body while it reads the upload, and a client
 /// that sends all of its body before it reads anything: the upload must flow while nobody
 /// reads the response, or both sides wait on each other.
