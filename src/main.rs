@@ -12,7 +12,9 @@ use sluice::config::{Config, Env};
 /// mimalloc rather than glibc's malloc: a proxied request makes a few dozen small
 /// allocations, and in side-by-side runs (30 paired rounds of plain keep-alive GETs) the
 /// gateway used about 4% less CPU per request with it; glibc's malloc had been ~3% of all
-/// CPU time. It costs about 6 MiB more resident memory at idle (BENCHMARKS.md).
+/// CPU time. It costs about 8 MiB more resident memory at rest (8 → 16 MiB); idle
+/// WebSockets cost no more. v2, the long-standing line: v3 (the crate's default) measured
+/// the same speed with more memory.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -350,8 +350,8 @@ async fn a_slow_upload_after_an_early_answer_is_not_cut_as_a_slow_head() {
     );
     client.write_all(head.as_bytes()).await.unwrap();
     client.write_all(&[b'j'; PIECE]).await.unwrap();
-    // The answer comes first; the rest of the body then trickles in over ~1.2 s, six head
-    // timeouts.
+    // The answer comes first; the rest of the body then trickles in over ~1.1 s, five and a
+    // half head timeouts.
     let mut answer = Vec::new();
     while !answer.ends_with(b"ok") {
         let mut chunk = [0u8; 1024];
