@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 
 mod chunked;
 mod conn;
+mod scan;
 
 use conn::{ActivityIo, Verdict};
 pub use conn::{ConnActivity, FeedGuard, InFlight};

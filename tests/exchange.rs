@@ -274,23 +274,24 @@ async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> 
     }
 }
 
-/// An upstream may accept a request at once and read the upload after: the response ending
-/// first does not cut the upload.
-#[tokio::test]
-async fn an_upload_goes_on_after_an_early_response_has_ended() {
-    const LENGTH: usize = 1 << 20;
+/// An upstream that answers `202 ok` as soon as a request's head is in, then reads the
+/// body up to `length` bytes (or a 5 s pause); the count it read arrives on the receiver.
+async fn accepts_early_then_reads(
+    length: usize,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<usize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (received_tx, received_rx) = tokio::sync::oneshot::channel::<usize>();
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
+        // What came with the head is body already.
         let mut received = read_head(&mut stream).await.len();
         stream
             .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok")
             .await
             .unwrap();
         let mut buf = vec![0u8; 64 * 1024];
-        while received < LENGTH {
+        while received < length {
             match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => received += n,
                 _ => break,
@@ -298,6 +299,15 @@ async fn an_upload_goes_on_after_an_early_response_has_ended() {
         }
         let _ = received_tx.send(received);
     });
+    (addr, received_rx)
+}
+
+/// An upstream may accept a request at once and read the upload after: the response ending
+/// first does not cut the upload.
+#[tokio::test]
+async fn an_upload_goes_on_after_an_early_response_has_ended() {
+    const LENGTH: usize = 1 << 20;
+    let (addr, received_rx) = accepts_early_then_reads(LENGTH).await;
     let gw = gateway_for(addr).await;
     let response = client()
         .post(gw.url("/api/s/jobs"))
@@ -322,26 +332,7 @@ async fn an_upload_goes_on_after_an_early_response_has_ended() {
 async fn a_slow_upload_after_an_early_answer_is_not_cut_as_a_slow_head() {
     const PIECES: usize = 12;
     const PIECE: usize = 1000;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (received_tx, received_rx) = tokio::sync::oneshot::channel::<usize>();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        // What came with the head is body already.
-        let mut received = read_head(&mut stream).await.len();
-        stream
-            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        while received < PIECES * PIECE {
-            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => received += n,
-                _ => break,
-            }
-        }
-        let _ = received_tx.send(received);
-    });
+    let (addr, received_rx) = accepts_early_then_reads(PIECES * PIECE).await;
     let gw = gateway_with(addr, "header_read_timeout = \"200ms\"").await;
     let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let head = format!(

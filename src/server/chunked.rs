@@ -1,6 +1,6 @@
 //! Where a chunked request body ends, found as its bytes go by.
 //!
-//! The connection's framing scan ([`super::conn`]) reads on past each request to the next
+//! The connection's framing scan ([`super::scan`]) reads on past each request to the next
 //! pipelined head. A body of known length is skipped by count; a chunked one has to be
 //! followed chunk by chunk. This follows it with hyper's own grammar (RFC 9112 §7.1 with
 //! CRLF line ends only, as hyper refuses a bare LF there), so that where this says the body

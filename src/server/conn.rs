@@ -26,8 +26,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::chunked::{ChunkedBody, Progress};
-use crate::proxy::{BodyFraming, HeadFraming};
+use super::scan::HeadScan;
 use tokio::time::Instant;
 
 #[derive(Debug)]
@@ -82,26 +81,12 @@ pub enum Verdict {
     AbortSlowHead,
 }
 
-/// A client stream that reports reads to its connection's [`ConnActivity`], and looks at
-/// each request head's framing before hyper does: hyper silently resolves Content-Length
-/// plus Transfer-Encoding in favour of the latter (RFC 9112 §6.3), where the proxy refuses
-/// such a request. A head is followed across reads (hyper's protocol detection reads the
-/// first 24 bytes alone) up to `scan_limit`, hyper's own head buffer, so every head hyper
-/// accepts is seen whole. Pipelined heads are scanned too: a body of known length is
-/// skipped by count, a chunked one followed chunk by chunk ([`ChunkedBody`]), and the next
-/// head is read. A conflict found in a later head is reported to whichever request is
-/// handled next, which closes the connection with it.
+/// A client stream that reports reads to its connection's [`ConnActivity`], and shows each
+/// read to the framing scan ([`HeadScan`]) before hyper sees it.
 pub struct ActivityIo<S> {
     inner: S,
     activity: Arc<ConnActivity>,
-    /// The current head's bytes while it is being collected across reads; reused.
-    head: Vec<u8>,
-    scanning: bool,
-    /// Body bytes of the last scanned request still to come before the next head.
-    body_left: u64,
-    /// The last scanned request's chunked body, while it lasts.
-    chunked: Option<ChunkedBody>,
-    scan_limit: usize,
+    scan: HeadScan,
 }
 
 // === impl ConnActivity ===
@@ -222,87 +207,7 @@ impl<S> ActivityIo<S> {
         ActivityIo {
             inner,
             activity,
-            head: Vec::new(),
-            scanning: false,
-            body_left: 0,
-            chunked: None,
-            scan_limit,
-        }
-    }
-
-    fn scan(&mut self, mut bytes: &[u8]) {
-        // Bytes on an idle connection begin a new head: a scan that had stopped starts over.
-        // One still going keeps its place, as those bytes may go on with a head (or body)
-        // that began while the last request was in flight.
-        if self.activity.bytes_received() && !self.scanning {
-            self.head.clear();
-            self.scanning = true;
-            self.body_left = 0;
-            self.chunked = None;
-        }
-        while self.scanning && !bytes.is_empty() {
-            if self.body_left > 0 {
-                let n = bytes
-                    .len()
-                    .min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
-                self.body_left -= n as u64;
-                bytes = &bytes[n..];
-                continue;
-            }
-            if let Some(chunked) = &mut self.chunked {
-                match chunked.read(bytes) {
-                    Progress::More => return,
-                    Progress::Ended(at) => bytes = &bytes[at..],
-                    // hyper refuses the request and closes; nothing after it is a head.
-                    Progress::Malformed => self.scanning = false,
-                }
-                self.chunked = None;
-                continue;
-            }
-            if self.head.is_empty() {
-                // Empty lines before a head count for nothing (httparse skips them), so no
-                // flood of them can push a head past the limit.
-                let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n');
-                bytes = &bytes[start.unwrap_or(bytes.len())..];
-                if bytes.is_empty() {
-                    return;
-                }
-            }
-            // Most heads arrive in one read: scanned where they lie, copied only when not whole.
-            let (framing, earlier) = if self.head.is_empty() {
-                (crate::proxy::head_framing(bytes), 0)
-            } else {
-                let earlier = self.head.len();
-                self.head.extend_from_slice(bytes);
-                (crate::proxy::head_framing(&self.head), earlier)
-            };
-            match framing {
-                HeadFraming::Incomplete => {
-                    if earlier == 0 {
-                        self.head.extend_from_slice(bytes);
-                    }
-                    // Longer than hyper takes: it refuses the head itself.
-                    self.scanning = self.head.len() < self.scan_limit;
-                    return;
-                }
-                HeadFraming::Conflicting => {
-                    self.activity
-                        .ambiguous_framing
-                        .store(true, Ordering::Relaxed);
-                    self.scanning = false;
-                }
-                HeadFraming::Fine { len, body } => {
-                    // The head ended `len - earlier` bytes into this read; its body follows.
-                    bytes = bytes.get(len.saturating_sub(earlier)..).unwrap_or_default();
-                    self.head.clear();
-                    match body {
-                        BodyFraming::Length(length) => self.body_left = length,
-                        BodyFraming::Chunked => self.chunked = Some(ChunkedBody::default()),
-                        BodyFraming::Unknown => self.scanning = false,
-                    }
-                }
-                HeadFraming::Other => self.scanning = false,
-            }
+            scan: HeadScan::new(scan_limit),
         }
     }
 }
@@ -317,7 +222,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             let this = &mut *self;
-            this.scan(&buf.filled()[before..]);
+            let new_head = this.activity.bytes_received();
+            if this.scan.read(&buf.filled()[before..], new_head) {
+                this.activity
+                    .ambiguous_framing
+                    .store(true, Ordering::Relaxed);
+            }
         }
         polled
     }
@@ -408,120 +318,5 @@ mod tests {
         activity.bytes_received(); // a PING, not a head
         let now = Instant::now();
         assert_eq!(activity.verdict(now, HEAD, IDLE), Verdict::Wait(now + HEAD));
-    }
-
-    /// Feeds `reads` to a fresh connection's scanner, one `scan` per read; whether it
-    /// found a Content-Length + Transfer-Encoding conflict.
-    fn conflict_found(reads: &[&[u8]]) -> bool {
-        let mut io = ActivityIo::new((), Arc::new(ConnActivity::new()), 8192);
-        for read in reads {
-            io.scan(read);
-        }
-        io.activity.take_ambiguous_framing()
-    }
-
-    const CONFLICTING: &[u8] =
-        b"POST /x HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-
-    #[test]
-    fn a_conflicting_head_is_found_in_one_read_or_byte_by_byte() {
-        assert!(conflict_found(&[CONFLICTING]));
-        let bytes: Vec<&[u8]> = CONFLICTING.chunks(1).collect();
-        assert!(conflict_found(&bytes));
-        assert!(!conflict_found(&[b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"]));
-    }
-
-    #[test]
-    fn pipelined_heads_are_scanned_past_known_bodies() {
-        let get = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
-        // Behind a bodiless request, in the same read or split anywhere.
-        let pipelined = [get.as_slice(), CONFLICTING].concat();
-        assert!(conflict_found(&[&pipelined]));
-        for cut in 1..pipelined.len() {
-            let (a, b) = pipelined.split_at(cut);
-            assert!(conflict_found(&[a, b]), "cut at {cut}");
-        }
-        // Behind a body of known length, which is skipped, not read as a head...
-        let post = b"POST /b HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello".to_vec();
-        assert!(conflict_found(&[&post, b"\r\n", CONFLICTING]));
-        // ...even when the body itself looks like a conflicting head.
-        let mut carrier = format!(
-            "POST /c HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
-            CONFLICTING.len()
-        )
-        .into_bytes();
-        carrier.extend_from_slice(CONFLICTING);
-        assert!(!conflict_found(&[&carrier]));
-        assert!(!conflict_found(&[&carrier, &get]));
-        assert!(conflict_found(&[&carrier, CONFLICTING]));
-    }
-
-    #[test]
-    fn pipelined_heads_are_scanned_past_chunked_bodies() {
-        let chunked = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
-                        5;x=1\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n";
-        let pipelined = [chunked.as_slice(), CONFLICTING].concat();
-        assert!(conflict_found(&[&pipelined]));
-        for cut in 1..pipelined.len() {
-            let (a, b) = pipelined.split_at(cut);
-            assert!(conflict_found(&[a, b]), "cut at {cut}");
-        }
-        // Chunk data that looks like a conflicting head is skipped by count, not read.
-        let mut carrier = format!(
-            "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
-            CONFLICTING.len()
-        )
-        .into_bytes();
-        carrier.extend_from_slice(CONFLICTING);
-        carrier.extend_from_slice(b"\r\n0\r\n\r\n");
-        assert!(!conflict_found(&[&carrier]));
-        assert!(conflict_found(&[&carrier, CONFLICTING]));
-        // A body hyper cannot read ends the scan: hyper refuses it and reads nothing after.
-        let bare_lf =
-            b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n";
-        assert!(!conflict_found(&[bare_lf, CONFLICTING]));
-    }
-
-    #[test]
-    fn a_head_begun_while_a_request_was_in_flight_is_scanned_whole() {
-        // Its first bytes come behind a request being handled, the rest once that request is
-        // answered and the connection idle.
-        let chunked = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-        for first in [&b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"[..], chunked] {
-            // (Not 1: what is left, `OST /x …`, would be a conflicting head of its own.)
-            for cut in [5, 20, 40] {
-                let mut io = ActivityIo::new((), Arc::new(ConnActivity::new()), 8192);
-                io.scan(&[first, &CONFLICTING[..cut]].concat());
-                io.activity.request_started(false);
-                io.activity.request_finished();
-                io.scan(&CONFLICTING[cut..]);
-                assert!(io.activity.take_ambiguous_framing(), "cut at {cut}");
-            }
-        }
-    }
-
-    #[test]
-    fn the_same_content_length_twice_is_skipped_as_one() {
-        let twice = b"POST /b HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 005\r\n\r\nhello";
-        assert!(conflict_found(&[twice, CONFLICTING]));
-        // Its body is skipped by that length, even when it looks like a conflicting head.
-        let carrier = format!(
-            "POST /c HTTP/1.1\r\nContent-Length: {0}\r\nContent-Length: {0}\r\n\r\n",
-            CONFLICTING.len()
-        );
-        let carrier = [carrier.as_bytes(), CONFLICTING].concat();
-        assert!(!conflict_found(&[&carrier]));
-        assert!(conflict_found(&[&carrier, CONFLICTING]));
-    }
-
-    #[test]
-    fn empty_lines_before_a_head_do_not_use_up_the_scan_limit() {
-        let flood = vec![b'\n'; 20_000];
-        assert!(conflict_found(&[&flood, CONFLICTING]));
-        assert!(conflict_found(&[&[flood.as_slice(), CONFLICTING].concat()]));
-        // A head longer than the limit is hyper's to refuse; the scan gives up on it.
-        let long = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n", "p".repeat(9000));
-        let rest = b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(!conflict_found(&[long.as_bytes(), rest]));
     }
 }
