@@ -278,13 +278,36 @@ warnings = []
 open_rows = tsv(E.get("R_OPEN"))
 if open_rows:
     per = {}
+    by_round = {}
     for r in open_rows:
         d = {k: num(v) for k, v in kv(r["out"]).items()}
         per.setdefault(r["system"], []).append(d)
+        by_round.setdefault(int(r["round"]), {})[r["system"]] = d
     order = [s for s in systems if s in per]
     o = {s: {k: med([d[k] for d in per[s]]) for k in ("achieved_rps", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")} for s in order}
+    p99_range = {s: (min(d["p99_us"] for d in per[s]), max(d["p99_us"] for d in per[s])) for s in order}
+    # Ratios to nginx paired by round: each system ran minutes after nginx in the same round, so
+    # a drift of the whole machine (both slower in one round) cancels out, which the ratio of
+    # the two medians does not do.
+    paired = {}
+    for by_system in by_round.values():
+        base = by_system.get("nginx")
+        if not base:
+            continue
+        for s, d in by_system.items():
+            pr = paired.setdefault(s, {"p50": [], "p99": []})
+            pr["p50"].append(ratio(d["p50_us"], base["p50_us"]))
+            pr["p99"].append(ratio(d["p99_us"], base["p99_us"]))
+    def paired_ratio(s, key):
+        xs = paired.get(s, {}).get(key, [])
+        if not xs:
+            return "–"
+        if len(xs) == 1 or s == "nginx":
+            return "%.2f×" % xs[0]
+        return "%.2f× (%.2f–%.2f)" % (med(xs), min(xs), max(xs))
     errors = {s: int(sum(d["errors"] for d in per[s])) for s in order}
     unsent = {s: int(sum(d.get("unsent", 0) for d in per[s])) for s in order}
+    open_rounds = E.get("R_OPEN_ROUNDS") or E["R_ROUNDS"]
     L.append("## Latency at half of nginx's maximum (open loop)")
     L.append("")
     L.append(
@@ -293,26 +316,27 @@ if open_rows:
         "earlier answer is timed from when it was due, so a proxy that stalls or cannot keep up shows the queue it "
         "builds (wrk, closed-loop, would slow down with it instead); one sent on time is timed from its send (the "
         "generator's timer fires up to 1 ms late, which is not the proxy's doing). Same proxies and configurations as above, started fresh, "
-        "interleaved in %s round(s); medians across rounds; errors summed (non-2xx, failed connections, and "
+        "interleaved in %s round(s) (more than the other phases: tail latencies move a lot from round to round); "
+        "latencies are medians across rounds, p99 with its min–max; the ratios to nginx are the median (min–max) "
+        "of each round's ratio to the nginx run of the same round; errors summed (non-2xx, failed connections, and "
         "requests still unanswered 5 s after the end). A system whose achieved rate is below the target could not keep up: "
         "its latencies are the queue it built, and \"unsent\" counts the requests that fell due but were never sent "
         "because its connections were still behind when the window closed (its slowest answers, left out of the percentiles)."
-        % (E.get("R_OPEN_RATE", "?"), E.get("R_OPEN_RATE_SOURCE", "?"), E["R_CONN"], E.get("R_OPEN_SECS", "?"), E["R_ROUNDS"]))
+        % (E.get("R_OPEN_RATE", "?"), E.get("R_OPEN_RATE_SOURCE", "?"), E["R_CONN"], E.get("R_OPEN_SECS", "?"), open_rounds))
     L.append("")
-    L.append("| system | achieved req/s | p50 | p90 | p99 | p99.9 | max | errors | unsent | p50 vs nginx | p99 vs nginx |")
+    L.append("| system | achieved req/s | p50 | p90 | p99 median (min–max) | p99.9 | max | errors | unsent | p50 vs nginx | p99 vs nginx |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    nb = o.get("nginx", {}).get("p99_us", 0)
-    nb50 = o.get("nginx", {}).get("p50_us", 0)
     for s in order:
         m = o[s]
-        L.append("| %s | %.0f | %s | %s | %s | %s | %s | %d | %d | %.2f× | %.2f× |" % (
-            s, m["achieved_rps"], us(m["p50_us"]), us(m["p90_us"]), us(m["p99_us"]), us(m["p999_us"]),
-            us(m["max_us"]), errors[s], unsent[s], ratio(m["p50_us"], nb50), ratio(m["p99_us"], nb)))
+        lo, hi = p99_range[s]
+        L.append("| %s | %.0f | %s | %s | %s (%s–%s) | %s | %s | %d | %d | %s | %s |" % (
+            s, m["achieved_rps"], us(m["p50_us"]), us(m["p90_us"]), us(m["p99_us"]), us(lo).removesuffix(" ms"), us(hi),
+            us(m["p999_us"]), us(m["max_us"]), errors[s], unsent[s], paired_ratio(s, "p50"), paired_ratio(s, "p99")))
     L.append("")
-    if "sluice" in o and nb:
-        L.append("sluice's p99 at half load is %.2f× nginx's (target ≤ 1×)%s." % (
-            ratio(o["sluice"]["p99_us"], nb),
-            "; with everything on (`sluice-all`) %.2f×" % ratio(o["sluice-all"]["p99_us"], nb) if "sluice-all" in o else ""))
+    if "sluice" in paired:
+        L.append("sluice's p99 at half load is %s nginx's (target ≤ 1×)%s." % (
+            paired_ratio("sluice", "p99"),
+            "; with everything on (`sluice-all`) %s" % paired_ratio("sluice-all", "p99") if "sluice-all" in paired else ""))
         L.append("")
     if any(errors.values()):
         warnings.append("open loop: errors for %s" % ", ".join("%s (%d)" % (s, e) for s, e in errors.items() if e))
@@ -435,16 +459,21 @@ if sse_rows:
         "\"added p99\" is over the same round's direct run. Medians across rounds. Target (issue #4): sluice's added "
         "p99 under 5 ms." % (E["R_ROUNDS"], E.get("R_SSE_SECS", "?")))
     L.append("")
-    L.append("| system | streams | events | p50 | p99 | added p99 | CPU µs/event | p99 vs nginx | CPU/event vs nginx |")
+    L.append("| system | streams | events | p50 | p99 median (min–max) | added p99 | CPU µs/event median (min–max) | p99 vs nginx | CPU/event vs nginx |")
     L.append("|---|---|---|---|---|---|---|---|---|")
     expected = num(E.get("R_SSE_STREAMS")) * 10 * num(E.get("R_SSE_SECS"))
+    def spread(s, key, fmt):
+        xs = [d.get(key, float("nan")) for d in per[s]]
+        if len(xs) == 1:
+            return fmt(xs[0])
+        return "%s (%s–%s)" % (fmt(med(xs)), fmt(min(xs)).removesuffix(" ms"), fmt(max(xs)))
     for s in order:
         m = sm[s]
         direct = s == "direct"
         L.append("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s |" % (
-            s, m["streams_connected"], m["events"], us(m["p50_us"]), us(m["p99_us"]),
+            s, m["streams_connected"], m["events"], us(m["p50_us"]), spread(s, "p99_us", us),
             "–" if direct else us(m["added_p99_us"]),
-            "–" if direct else "%.2f" % m["cpu_us_per_event"],
+            "–" if direct else spread(s, "cpu_us_per_event", lambda v: "%.2f" % v),
             "–" if direct else "%.2f×" % ratio(m["p99_us"], nginx_sse.get("p99_us", 0)),
             "–" if direct else "%.2f×" % ratio(m["cpu_us_per_event"], nginx_sse.get("cpu_us_per_event", 0))))
         failed = int(sum(d.get("streams_failed", 0) for d in per[s]))
