@@ -531,3 +531,85 @@ async fn an_upload_left_after_the_response_ends_is_not_kept_forever() {
     // would have gone on to send once the upstream read again.
     assert!(received < 128 << 20, "{received} bytes arrived");
 }
+
+/// The client gets the gateway's HTTP version, not the upstream's (RFC 9110 §6.2): an
+/// `HTTP/1.0` status line made clients close a connection the gateway kept open.
+#[tokio::test]
+async fn an_http_10_upstream_answer_reaches_the_client_as_http_11() {
+    let (addr, _) = answering_upstream(
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+    )
+    .await;
+    let gw = gateway_for(addr).await;
+    let mut stream = raw::send(gw.addr, b"GET /api/s/x HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.ends_with(b"ok") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&seen).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    // The connection serves the next request too.
+    stream
+        .write_all(b"GET /api/s/y HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = raw::read_until_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n") && closed,
+        "{answer}"
+    );
+}
+
+/// A valid response with more header fields than a parser's usual array (a page setting
+/// many cookies) is passed on whole, not taken for a broken upstream.
+#[tokio::test]
+async fn a_response_with_many_header_fields_is_passed_on_whole() {
+    let mut answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_vec();
+    for i in 0..150 {
+        answer.extend_from_slice(format!("set-cookie: c{i}=v; Path=/\r\n").as_bytes());
+    }
+    answer.extend_from_slice(b"\r\nok");
+    let (addr, _) = answering_upstream(answer.leak()).await;
+    let gw = gateway_for(addr).await;
+    // More than the breaker's failure threshold: none of them may count as a failure. (Raw:
+    // reqwest's own parser stops at 100 fields.)
+    for _ in 0..6 {
+        let (answer, _) = raw::exchange(
+            gw.addr,
+            b"GET /api/s/x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert_eq!(answer.matches("set-cookie: c").count(), 150, "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+    }
+}
+
+/// A transfer coding the gateway would take off without decoding (`gzip, chunked`) is a
+/// bad answer, not a body passed on still gzipped under a plain label.
+#[tokio::test]
+async fn a_response_with_a_transfer_coding_other_than_chunked_is_502() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\nconnection: close\r\n\r\nok",
+    ] {
+        let (addr, _) = counting_upstream(Some(answer)).await;
+        let gw = gateway_for(addr).await;
+        let response = client().get(gw.url("/api/s/x")).send().await.unwrap();
+        let text = String::from_utf8_lossy(answer);
+        assert_eq!(response.status(), 502, "{text}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains("upstream_unavailable"), "{text}: {body}");
+    }
+}

@@ -44,8 +44,10 @@ use decode::{decode, framing, last_coding_is_chunked, Decoded, Framing};
 
 mod decode;
 
-/// At most this many header fields in a response head (hyper's default too).
-const MAX_HEADERS: usize = 100;
+/// Header fields parsed without an allocation. A head with more (a page setting many cookies)
+/// is parsed again with room for as many fields as it has lines: only its size is limited
+/// ([`MAX_HEAD`]), as nginx limits it.
+const STACK_HEADERS: usize = 100;
 /// A response head, a chunk-size line or a trailer section larger than this is invalid. It is
 /// about what hyper's client allowed (nginx's default is 4 or 8 KiB), so no upstream that
 /// worked before this client breaks.
@@ -370,20 +372,37 @@ fn encode_head(out: &mut Vec<u8>, request: &Request<'_>, body: Option<SizeHint>)
     chunked
 }
 
+/// Room for every field of a head or trailer section at the front of `buf` with more than
+/// [`STACK_HEADERS`]: never more fields than lines, and no more lines looked at than a head
+/// may have.
+fn line_count(buf: &[u8]) -> usize {
+    buf[..buf.len().min(MAX_HEAD + 2)]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+}
+
 /// Parses a final response head from the front of `buf` and removes it (and any interim
 /// 1xx heads before it); `None` when the head is not complete yet.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, InvalidResponse> {
     loop {
         // Uninitialised slots: filling a hundred of them first would cost more than parsing.
-        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut slots = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        let mut more_slots = Vec::new();
         let mut parsed = httparse::Response::new(&mut []);
         let config = httparse::ParserConfig::default();
-        let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+        let mut result = config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots);
+        if let Err(httparse::Error::TooManyHeaders) = result {
+            more_slots.resize_with(line_count(buf), MaybeUninit::uninit);
+            parsed = httparse::Response::new(&mut []);
+            result = config.parse_response_with_uninit_headers(&mut parsed, buf, &mut more_slots);
+        }
+        let len = match result {
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                return Err(InvalidResponse("response head too large"))
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(InvalidResponse("too many header fields"))
-            }
             Err(_) => return Err(InvalidResponse("malformed response head")),
         };
         let code = parsed.code.unwrap_or_default();
@@ -434,9 +453,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Inval
             }
             !close && (version == Version::HTTP_11 || keep_alive)
         };
+        // The upstream's version stays here (framing, reuse): the client gets the gateway's
+        // own, HTTP/1.1 (RFC 9110 §6.2); hyper's server answered an HTTP/1.0 response with an
+        // `HTTP/1.0` status line, and the client then closed a connection kept open for it.
         let mut response = Response::new(());
         *response.status_mut() = status;
-        *response.version_mut() = version;
         *response.headers_mut() = headers;
         if let Some(reason) = reason {
             response.extensions_mut().insert(reason);

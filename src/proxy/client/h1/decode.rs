@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
-use super::{InvalidResponse, MAX_HEADERS};
+use super::{line_count, InvalidResponse, MAX_HEAD, STACK_HEADERS};
 use crate::proxy::headers::content_length_value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,13 +66,15 @@ pub(super) fn framing(
         if version == Version::HTTP_10 {
             return Err(InvalidResponse("Transfer-Encoding in an HTTP/1.0 response"));
         }
+        // The proxy takes the transfer coding off and the client's connection puts its own
+        // on: a coding other than chunked (`gzip, chunked`) would reach the client still
+        // applied but no longer named, a corrupt body. None is decoded here: refused.
+        if !only_chunked(headers) {
+            return Err(InvalidResponse("a transfer coding other than chunked"));
+        }
         // Transfer-Encoding overrides Content-Length; what the client sees matches.
         let had_length = headers.remove(CONTENT_LENGTH).is_some();
-        return Ok(if last_coding_is_chunked(headers) {
-            (Framing::Chunked(Chunk::Size), !had_length)
-        } else {
-            (Framing::UntilClose, false)
-        });
+        return Ok((Framing::Chunked(Chunk::Size), !had_length));
     }
     let mut length: Option<u64> = None;
     for value in headers.get_all(CONTENT_LENGTH) {
@@ -89,6 +91,20 @@ pub(super) fn framing(
         Some(length) => (Framing::Length(length), true),
         None => (Framing::UntilClose, false),
     })
+}
+
+/// Whether chunked is the one transfer coding named (in one field or several).
+fn only_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty());
+    codings
+        .next()
+        .is_some_and(|first| first.eq_ignore_ascii_case(b"chunked"))
+        && codings.next().is_none()
 }
 
 /// Whether chunked is the last transfer coding named.
@@ -168,8 +184,17 @@ fn decode_chunked(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, Inva
                     buf.advance(2);
                     return Ok(Decoded::End);
                 }
-                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                return match httparse::parse_headers(buf, &mut slots) {
+                let mut slots = [httparse::EMPTY_HEADER; STACK_HEADERS];
+                let mut more_slots = Vec::new();
+                let mut result = httparse::parse_headers(buf, &mut slots);
+                if let Err(httparse::Error::TooManyHeaders) = result {
+                    more_slots.resize(line_count(buf), httparse::EMPTY_HEADER);
+                    result = httparse::parse_headers(buf, &mut more_slots);
+                }
+                return match result {
+                    Ok(httparse::Status::Complete((len, _))) if len > MAX_HEAD => {
+                        Err(InvalidResponse("trailer section too large"))
+                    }
                     Ok(httparse::Status::Complete((len, fields))) => {
                         let mut trailers = HeaderMap::with_capacity(fields.len());
                         for field in fields {
