@@ -12,6 +12,7 @@
 //! so `sluice check` can list them all. Nothing here panics; nothing here opens a socket.
 
 mod access;
+mod dotenv;
 mod env;
 mod limits;
 pub mod raw;

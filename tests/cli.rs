@@ -103,6 +103,35 @@ fn dotenv_is_read_and_the_real_environment_wins() {
     );
 }
 
+/// The Node gateways' `.env.example` line, as npm's dotenv reads it: JSON with its quotes.
+#[test]
+fn the_seeds_dotenv_json_is_read_as_written() {
+    let dir = workdir();
+    std::fs::write(
+        dir.join(".env"),
+        "# from Real-Time-API-Gateway's .env.example\n\
+         UPSTREAMS={\"example\":[\"http://localhost:3001\"]}\nPORT=3000 # the gateway\n",
+    )
+    .unwrap();
+    let output = sluice(&dir).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("1 service(s)") && stdout.contains(":3000"),
+        "{stdout}"
+    );
+
+    std::fs::write(dir.join(".env"), "PORT=3000\nUPSTREAMS\n").unwrap();
+    let output = sluice(&dir).arg("check").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(".env: line 2: expected NAME=value"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn token_mints_a_verifiable_hs256_token() {
     let secret = "a-secret-of-at-least-thirty-two-characters";

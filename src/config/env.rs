@@ -1,8 +1,9 @@
 //! The environment as configuration: the seeds' variable names, read into a plain map so that
 //! validation never touches process-wide state (tests build an [`Env`] from a slice).
 //!
-//! `.env` in the working directory is read like dotenv does it: a variable already set in the
-//! real environment wins over the file, and the file never changes the process environment.
+//! `.env` in the working directory is read as npm's dotenv reads it ([`super::dotenv`]): a
+//! variable already set in the real environment wins over the file, and the file never
+//! changes the process environment.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,12 +46,11 @@ impl Env {
     pub fn from_process(dotenv_file: &Path) -> Result<Env, String> {
         let mut vars: HashMap<String, String> = HashMap::new();
         if dotenv_file.exists() {
-            let entries = dotenvy::from_path_iter(dotenv_file)
+            let text = std::fs::read_to_string(dotenv_file)
                 .map_err(|e| format!("{}: {e}", dotenv_file.display()))?;
-            for entry in entries {
-                let (key, value) = entry.map_err(|e| format!("{}: {e}", dotenv_file.display()))?;
-                vars.insert(key, value);
-            }
+            let entries = super::dotenv::parse(&text)
+                .map_err(|e| format!("{}: {e}", dotenv_file.display()))?;
+            vars.extend(entries);
         }
         for (key, value) in std::env::vars_os() {
             if let (Some(key), Some(value)) = (key.to_str(), value.to_str()) {
