@@ -149,6 +149,22 @@ fn env_overrides_the_file() {
     );
 }
 
+/// A Redis URL means shared counts: `REDIS_URL` wins over a `store = "memory"` in the file (an
+/// instance counting alone would let N instances allow N times the limit), and so does a
+/// `redis_url` beside it (DESIGN: "implies store = redis").
+#[test]
+fn a_redis_url_means_the_redis_store() {
+    let memory = "[rate_limit]\nstore = \"memory\"\n";
+    let url = ("REDIS_URL", "redis://127.0.0.1:6379");
+    let config = Config::from_sources(Some(memory), &env(&[url])).unwrap();
+    assert_eq!(config.rate_limit.store, StoreKind::Redis);
+    let both = format!("{memory}redis_url = \"redis://127.0.0.1:6379\"\n");
+    let config = Config::from_sources(Some(&both), &env(&[])).unwrap();
+    assert_eq!(config.rate_limit.store, StoreKind::Redis);
+    let config = Config::from_sources(Some(memory), &env(&[])).unwrap();
+    assert_eq!(config.rate_limit.store, StoreKind::Memory);
+}
+
 #[test]
 fn every_file_error_is_reported_with_its_path() {
     let toml = r#"

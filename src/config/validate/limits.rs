@@ -42,7 +42,10 @@ pub(super) fn rate_limit(errors: &mut Errors, raw: &RawConfig, env: &Env) -> Rat
     let burst = burst(errors, "rate_limit.burst", r.burst, algorithm, max);
     let redis_url = redis_url(errors, env, r.redis_url.as_deref());
     let store = match r.store.as_deref() {
-        None if redis_url.is_some() => StoreKind::Redis,
+        // A Redis URL means shared counts (DESIGN: "implies store = redis"), even over a
+        // `store = "memory"` in the file: REDIS_URL in the environment wins over the file as
+        // every variable does, and instances counting alone would allow N times the limit.
+        None | Some("memory") if redis_url.is_some() => StoreKind::Redis,
         None | Some("memory") => StoreKind::Memory,
         Some("redis") => {
             if redis_url.is_none() {
