@@ -281,19 +281,29 @@ where
 }
 
 /// Resolves on SIGINT or SIGTERM.
+///
+/// SIGHUP's default action would end the process at once, cutting every request in flight,
+/// and operators send it by habit to reload (`systemctl reload`, `kill -HUP`, nginx's
+/// convention). sluice does not reload yet: it says so and goes on serving.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn next(signal: &mut Option<Signal>) {
+            match signal {
+                Some(signal) => drop(signal.recv().await),
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        }
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                () = next(&mut term) => return,
+                () = next(&mut hangup) => tracing::warn!(
+                    "SIGHUP ignored: sluice does not reload its configuration; restart it to apply changes"
+                ),
             }
         }
     }

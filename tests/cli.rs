@@ -310,6 +310,55 @@ async fn sigterm_drains_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// SIGHUP (an operator's reload habit) neither stops the gateway nor cuts its connections:
+/// it is logged and ignored, and SIGTERM still drains and exits 0.
+#[tokio::test]
+async fn sighup_is_ignored_and_logged() {
+    let port = closed_port();
+    let mut command = gateway_command(port);
+    command.env("LOG_LEVEL", "warn").stdout(Stdio::piped());
+    let mut child = start(command, port).await;
+    let pid = child.0.id().to_string();
+    let c = crate::support::client();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    for _ in 0..2 {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        // Delivered asynchronously (and two pending at once are one): time to die if it would.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(child.0.try_wait().unwrap().is_none(), "the gateway exited");
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = tokio::task::spawn_blocking(move || {
+        let stdout = child.0.stdout.take();
+        let status = child.0.wait();
+        let mut text = String::new();
+        if let Some(mut stdout) = stdout {
+            use std::io::Read;
+            let _ = stdout.read_to_string(&mut text);
+        }
+        (status, text)
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.0.unwrap().code(), Some(0));
+    assert_eq!(
+        output.1.matches("SIGHUP ignored").count(),
+        2,
+        "{}",
+        output.1
+    );
+}
+
 #[tokio::test]
 async fn demo_serves_traffic_through_the_gateway() {
     let port = closed_port();
