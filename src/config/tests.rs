@@ -586,3 +586,47 @@ fn pressure_and_metrics_keys_are_checked() {
         "{errors:?}"
     );
 }
+
+/// Values that only failed later (every request a 502, a bind error at start, a route that
+/// refuses everything) are config errors, one line each.
+#[test]
+fn late_failures_are_config_errors() {
+    let toml = r#"
+        [server]
+        listen = "127.0.0.1:18082"
+        admin_listen = "0.0.0.0:18082"
+        [services.a]
+        upstreams = ["http://127.0.0.1:abc", "http://127.0.0.1:65536", "http://127.0.0.1:0",
+                     "http://[::1]:8080", "http://[::1]", "http://h:80"]
+        [[routes]]
+        path = "/x"
+        service = "a"
+        methods = []
+        rewrite = { pattern = "(", replace = "/" }
+    "#;
+    let errors = errors_of(Some(toml), &[]);
+    let port = "the port must be a number from 1 to 65535";
+    assert_eq!(errors.len(), 6, "{errors:#?}");
+    assert!(errors[0]
+        .starts_with("server.admin_listen: 0.0.0.0:18082 is the public listener's own port"));
+    for (i, error) in errors[1..4].iter().enumerate() {
+        assert!(
+            error.starts_with(&format!("services.a.upstreams[{i}]: {port}")),
+            "{error}"
+        );
+    }
+    assert!(
+        errors[4].starts_with("routes[0].methods: is empty"),
+        "{}",
+        errors[4]
+    );
+    assert_eq!(
+        errors[5],
+        "routes[0].rewrite.pattern: invalid regex \"(\": unclosed group"
+    );
+    // A different port, or the same port on another address, is fine.
+    for admin in ["127.0.0.1:18083", "127.0.0.2:18082"] {
+        let toml = format!("[server]\nlisten = \"127.0.0.1:18082\"\nadmin_listen = \"{admin}\"\n");
+        assert!(errors_of(Some(&toml), &[]).is_empty(), "{admin}");
+    }
+}

@@ -402,8 +402,20 @@ fn server(errors: &mut Errors, raw: &RawConfig, env: &Env) -> ServerConfig {
             );
         }
     }
+    let listen = SocketAddr::new(host, port);
+    if let Some(admin) = admin_listen.filter(|admin| collides(*admin, listen)) {
+        let key = if env.get("SLUICE_ADMIN_LISTEN").is_some() {
+            "SLUICE_ADMIN_LISTEN"
+        } else {
+            "server.admin_listen"
+        };
+        errors.push(
+            key,
+            format!("{admin} is the public listener's own port (server.listen {listen}): choose another"),
+        );
+    }
     ServerConfig {
-        listen: SocketAddr::new(host, port),
+        listen,
         admin_listen,
         env: environment,
         trusted_proxies,
@@ -434,6 +446,14 @@ fn server(errors: &mut Errors, raw: &RawConfig, env: &Env) -> ServerConfig {
         max_connections,
         worker_threads: s.worker_threads,
     }
+}
+
+/// Whether two listeners would ask for the same socket (the second bind would fail): the
+/// same port, and the same address or one of them all addresses. Port 0 is any free port.
+fn collides(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn load_tls(errors: &mut Errors, raw: &RawTls) -> Option<TlsConfig> {

@@ -28,6 +28,12 @@ pub(super) fn parse_upstream(text: &str, weight: Option<u32>) -> Result<Upstream
     if authority.as_str().contains('@') {
         return Err(invalid("credentials in upstream URLs are not supported"));
     }
+    // `http` takes any text after the host's colon; a port that is no port (`:abc`, `:65536`,
+    // `:0`) would only fail later, every request a 502 naming the wrong cause.
+    let has_port = authority.as_str() != authority.host();
+    if has_port && authority.port_u16().is_none_or(|port| port == 0) {
+        return Err(invalid("the port must be a number from 1 to 65535"));
+    }
     if uri.query().is_some() || text.contains('#') {
         return Err(invalid(
             "an upstream base URL cannot have a query or fragment",

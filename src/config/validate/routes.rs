@@ -60,6 +60,12 @@ pub(super) fn route(
             MatchKind::Prefix
         }
     };
+    if raw.methods.as_ref().is_some_and(Vec::is_empty) {
+        errors.push(
+            at("methods"),
+            "is empty, which would refuse every request: list methods, or leave it out for all",
+        );
+    }
     let methods = raw.methods.as_ref().map(|methods| {
         methods
             .iter()
@@ -71,7 +77,17 @@ pub(super) fn route(
         errors
             .check(
                 &at("rewrite.pattern"),
-                Regex::new(&rw.pattern).map_err(|e| format!("invalid regex: {e}")),
+                // regex's message draws a caret under the pattern over several lines: the
+                // last line says what is wrong, and the error stays one line.
+                Regex::new(&rw.pattern).map_err(|e| {
+                    let text = e.to_string();
+                    let why = text.lines().last().unwrap_or_default().trim();
+                    format!(
+                        "invalid regex {:?}: {}",
+                        rw.pattern,
+                        why.trim_start_matches("error: ")
+                    )
+                }),
             )
             .map(|pattern| Rewrite {
                 pattern,
