@@ -415,7 +415,9 @@ impl Config {
             .map(|(path, message)| ConfigError { path, message })
             .collect();
         if let Err(more) = validated {
-            errors.extend(more.0);
+            // A key that could not be read reads as unset: "is required" for it says nothing new.
+            let unreadable: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            errors.extend(more.0.into_iter().filter(|e| !unreadable.contains(&e.path)));
         }
         Err(ConfigErrors(errors))
     }

@@ -3,6 +3,7 @@
 //! checked and turned into real types in `validate`; defaults are applied there too, so that
 //! "not written" stays distinguishable from "written as the default" when env vars merge in.
 
+use serde_path_to_error::Segment;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -448,23 +449,67 @@ impl RawConfig {
 }
 
 /// Deserialises one section, naming the offending key in the error (`server.shutdown_grace`).
+/// Deserializes `value` into `into`, reporting every problem in it, not just the first: after
+/// each error the offending key is taken out and the rest read again, so three bad keys in
+/// one table are three errors (serde alone stops at the first). A key taken out reads as
+/// unset; an error about a table whose key was already reported (`missing field` once a bad
+/// required key is out) adds nothing and ends the reading.
 fn read<T: serde::de::DeserializeOwned>(
-    value: toml::Value,
+    mut value: toml::Value,
     path: &str,
     fail: &mut impl FnMut(String, String),
     into: &mut T,
 ) {
-    match serde_path_to_error::deserialize(value) {
-        Ok(parsed) => *into = parsed,
-        Err(e) => {
-            let inner = e.path().to_string();
-            let full = if inner.is_empty() || inner == "." {
-                path.to_owned()
-            } else {
-                format!("{path}.{inner}")
-            };
-            fail(full, e.into_inner().message().to_owned());
+    let mut reported: Vec<Vec<String>> = Vec::new();
+    // Bounded: each round removes a key, and a table has few.
+    for _ in 0..256 {
+        let error = match serde_path_to_error::deserialize(value.clone()) {
+            Ok(parsed) => {
+                *into = parsed;
+                return;
+            }
+            Err(error) => error,
+        };
+        let at: Vec<Segment> = error.path().iter().cloned().collect();
+        let shown: Vec<String> = at.iter().map(ToString::to_string).collect();
+        if reported.iter().any(|earlier| earlier.starts_with(&shown)) {
+            return;
         }
+        let inner = error.path().to_string();
+        let full = if inner.is_empty() || inner == "." {
+            path.to_owned()
+        } else {
+            format!("{path}.{inner}")
+        };
+        fail(full, error.into_inner().message().to_owned());
+        if !remove_at(&mut value, &at) {
+            return;
+        }
+        reported.push(shown);
+    }
+}
+
+/// Takes the key at `path` out of `value` (a whole array when the path ends inside one: taking
+/// an element out would shift the indexes of the errors after it). False when there is none.
+fn remove_at(value: &mut toml::Value, path: &[Segment]) -> bool {
+    let Some(last_key) = path.iter().rposition(|s| matches!(s, Segment::Map { .. })) else {
+        return false;
+    };
+    let mut node = value;
+    for segment in &path[..last_key] {
+        let next = match (segment, node) {
+            (Segment::Map { key }, toml::Value::Table(table)) => table.get_mut(key),
+            (Segment::Seq { index }, toml::Value::Array(array)) => array.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    match (&path[last_key], node) {
+        (Segment::Map { key }, toml::Value::Table(table)) => table.remove(key).is_some(),
+        _ => false,
     }
 }
 
