@@ -385,6 +385,9 @@ fn serve_route<'a>(
         // in two or three rehashing steps.
         upstream_headers.reserve(8);
         headers::remove_hop_by_hop(&mut upstream_headers);
+        if parts.version == Version::HTTP_2 {
+            headers::join_cookies(&mut upstream_headers);
+        }
         // Route edits first: the headers the gateway owns (identity, forwarding, request id,
         // trace) are set after them, so no route can remove or forge those.
         apply_header_ops(&mut upstream_headers, &policy.request_headers);

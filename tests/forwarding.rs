@@ -410,6 +410,42 @@ async fn http2_clients_are_served_by_prior_knowledge() {
     assert_eq!(seen.headers["host"], up.addr.to_string());
 }
 
+/// HTTP/2 clients (browsers) may send each cookie as a field of its own; an HTTP/1.1 upstream
+/// gets them as one `Cookie` line (RFC 9113 §8.2.3), as many servers read only the first.
+#[tokio::test]
+async fn http2_split_cookies_reach_an_http1_upstream_as_one_line() {
+    let up = Upstream::ok().await;
+    let gw = TestGateway::in_front_of(&up).await;
+    let h2 = crate::support::client_builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut cookies = reqwest::header::HeaderMap::new();
+    cookies.append("cookie", "a=1".parse().unwrap());
+    cookies.append("cookie", "b=2".parse().unwrap());
+    cookies.append("cookie", "c=3".parse().unwrap());
+    let response = h2
+        .get(gw.url("/api/s/c"))
+        .headers(cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = up.only();
+    let lines: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(lines, ["a=1; b=2; c=3"]);
+    // HTTP/1.1 clients send one line already; several are passed on as they came.
+    client()
+        .get(gw.url("/api/s/c"))
+        .header("cookie", "a=1; b=2")
+        .send()
+        .await
+        .unwrap();
+    let seen = up.received().pop().unwrap();
+    let lines: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(lines, ["a=1; b=2"]);
+}
+
 #[tokio::test]
 async fn client_supplied_identity_headers_never_reach_upstreams() {
     let up = Upstream::ok().await;

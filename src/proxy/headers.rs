@@ -29,6 +29,25 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Joins the `Cookie` fields an HTTP/2 client split (one per cookie, RFC 9113 §8.2.3 allows
+/// it and browsers do) into one, `; ` between them, as that section requires before the
+/// request goes on over HTTP/1.1: many HTTP/1 servers read only the first `Cookie` line.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(http::header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for cookie in headers.get_all(http::header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(cookie.as_bytes());
+    }
+    // Each part was a valid field value, and so is `; ` between them.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, value);
+    }
+}
+
 /// Removes hop-by-hop headers in place (both directions use this).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the (few) headers present notes which hop-by-hop names occur; only those

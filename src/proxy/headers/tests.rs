@@ -173,3 +173,17 @@ fn a_content_length_is_digits_only() {
         );
     }
 }
+
+#[test]
+fn split_cookies_are_joined_and_a_single_one_left_alone() {
+    let mut headers = map(&[("cookie", "a=1"), ("x", "y"), ("cookie", "b=2")]);
+    join_cookies(&mut headers);
+    let cookies: Vec<_> = headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
+    let mut headers = map(&[("cookie", "a=1; b=2")]);
+    join_cookies(&mut headers);
+    assert_eq!(
+        headers.get_all("cookie").iter().collect::<Vec<_>>(),
+        ["a=1; b=2"]
+    );
+}
