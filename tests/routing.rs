@@ -242,6 +242,12 @@ async fn http11_requests_need_exactly_one_host() {
         "GET /api/users/x HTTP/1.1\r\nConnection: close\r\n\r\n",
         "GET /api/users/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
         "GET /api/users/x HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+        // User info is no part of a host (it would reach the upstream's Host and logs), nor
+        // is a port past 65535; an absolute-form target does not excuse a missing Host.
+        "GET /api/users/x HTTP/1.1\r\nHost: user:secret@a\r\nConnection: close\r\n\r\n",
+        "GET /api/users/x HTTP/1.1\r\nHost: a:99999\r\nConnection: close\r\n\r\n",
+        "GET http://user:secret@a/api/users/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "GET http://a/api/users/x HTTP/1.1\r\nConnection: close\r\n\r\n",
     ] {
         let (response, _) = crate::support::raw::exchange(
             gw.addr,
@@ -256,6 +262,18 @@ async fn http11_requests_need_exactly_one_host() {
         assert!(response.contains("\"error\":\"bad_request\""), "{response}");
     }
     assert_eq!(up.count(), 0);
+    // A port, an empty port and an IPv6 literal are hosts.
+    for host in ["a:8080", "a:", "[::1]:8080"] {
+        let request =
+            format!("GET /api/users/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let (response, _) = crate::support::raw::exchange(
+            gw.addr,
+            request.as_bytes(),
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{host}: {response}");
+    }
     // HTTP/1.0 may omit it.
     let (response, _) = crate::support::raw::exchange(
         gw.addr,

@@ -183,16 +183,38 @@ pub(super) fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>
     if hosts.next().is_some() {
         return Err(bad("more than one Host header"));
     }
+    if host.is_none() && req.version() == Version::HTTP_11 {
+        // Also beside an absolute-form target: RFC 9112 §3.2 wants the 400 for any HTTP/1.1
+        // request without Host.
+        return Err(bad("the Host header is required"));
+    }
     if let Some(authority) = req.uri().authority() {
-        return Ok(Some(authority.clone()));
+        return match is_host(authority) {
+            true => Ok(Some(authority.clone())),
+            false => Err(bad("the request target's authority is not a valid host")),
+        };
     }
     match host {
         Some(value) => Authority::try_from(value.as_bytes())
+            .ok()
+            .filter(is_host)
             .map(Some)
-            .map_err(|_| bad("the Host header is not a valid host")),
-        None if req.version() == Version::HTTP_11 => Err(bad("the Host header is required")),
+            .ok_or_else(|| bad("the Host header is not a valid host")),
         None => Ok(None),
     }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2): `http`'s `Authority` also takes user info
+/// (`user:secret@host`, which would reach the upstream's Host and X-Forwarded-Host and its
+/// logs) and any text after the colon (`host:99999`).
+fn is_host(authority: &Authority) -> bool {
+    let text = authority.as_str();
+    if text.contains('@') {
+        return false;
+    }
+    // Without user info the host comes first; an empty port is allowed (`*DIGIT`).
+    let port = text.get(authority.host().len()..).unwrap_or_default();
+    port.is_empty() || port == ":" || authority.port_u16().is_some()
 }
 
 #[cfg(test)]
