@@ -450,9 +450,8 @@ fn serve_route<'a>(
                 Lookup::Bypass => x_cache = Some(Outcome::Bypass),
             }
         }
-        let traceparent = headers::traceparent(&upstream_headers);
         upstream_headers.insert(X_REQUEST_ID, exchange.request_id.clone());
-        upstream_headers.insert(headers::TRACEPARENT, traceparent);
+        headers::set_traceparent(&mut upstream_headers);
         match (policy.preserve_host, client_host) {
             (true, Some(host)) => {
                 upstream_headers.insert(HOST, host);

@@ -300,11 +300,22 @@ async fn traceparent_is_propagated_or_created() {
     c.get(gw.url("/api/s/2")).send().await.unwrap();
     c.get(gw.url("/api/s/3"))
         .header("traceparent", "garbage")
+        .header("tracestate", "vendor=of-the-garbage-trace")
+        .send()
+        .await
+        .unwrap();
+    c.get(gw.url("/api/s/4"))
+        .header("traceparent", given)
+        .header("tracestate", "vendor=kept")
         .send()
         .await
         .unwrap();
     let seen = up.received();
     assert_eq!(seen[0].headers["traceparent"], given);
+    // A new trace does not carry the old one's state; a kept trace keeps it.
+    assert!(seen[2].headers.get("tracestate").is_none());
+    assert_eq!(seen[3].headers["traceparent"], given);
+    assert_eq!(seen[3].headers["tracestate"], "vendor=kept");
     for created in [&seen[1], &seen[2]] {
         let value = created.headers["traceparent"].to_str().unwrap();
         let parts: Vec<&str> = value.split('-').collect();

@@ -25,6 +25,7 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -261,13 +262,18 @@ pub fn is_valid_request_id(value: &[u8]) -> bool {
         && value.last() != Some(&b' ')
 }
 
-/// A valid incoming `traceparent` is kept; otherwise a new sampled one is created.
-pub fn traceparent(headers: &HeaderMap) -> HeaderValue {
-    headers
+/// Sets the upstream request's `traceparent`: the client's when valid, else a new trace. A
+/// client's `tracestate` then goes too: it describes the trace its `traceparent` named (W3C
+/// Trace Context §3.3), not the new one.
+pub fn set_traceparent(headers: &mut HeaderMap) {
+    if headers
         .get(TRACEPARENT)
-        .filter(|v| is_valid_traceparent(v.as_bytes()))
-        .cloned()
-        .unwrap_or_else(new_traceparent)
+        .is_some_and(|v| is_valid_traceparent(v.as_bytes()))
+    {
+        return;
+    }
+    headers.insert(TRACEPARENT, new_traceparent());
+    headers.remove(TRACESTATE);
 }
 
 fn new_traceparent() -> HeaderValue {

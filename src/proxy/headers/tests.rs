@@ -146,9 +146,9 @@ fn traceparent_validation_follows_the_spec() {
         b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     ));
     assert!(!is_valid_traceparent(b"00-xyz-00f067aa0ba902b7-01"));
-    let fresh = traceparent(&HeaderMap::new());
+    let fresh = new_traceparent();
     assert!(is_valid_traceparent(fresh.as_bytes()));
-    let other = traceparent(&HeaderMap::new());
+    let other = new_traceparent();
     assert_ne!(fresh.as_bytes()[36..52], other.as_bytes()[36..52]);
 }
 
