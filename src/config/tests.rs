@@ -678,3 +678,39 @@ fn every_error_in_one_table_is_reported() {
         "{errors:#?}"
     );
 }
+
+/// A rewrite's replacement may not add a query, nor name a group its pattern lacks (regex would
+/// put an empty string there in silence).
+#[test]
+fn rewrite_replacements_name_real_groups_and_make_paths_only() {
+    let route = |replace: &str| {
+        format!(
+            "[services.a]\nupstreams = [\"http://127.0.0.1:1\"]\n[[routes]]\npath = \"/old\"\n\
+             service = \"a\"\nrewrite = {{ pattern = '^/old/(?P<rest>.*)$', replace = '{replace}' }}\n"
+        )
+    };
+    for good in [
+        "/new/$1",
+        "/new/${rest}",
+        "/new/$rest/x",
+        "/cost$$/$1",
+        "/new",
+    ] {
+        assert!(errors_of(Some(&route(good)), &[]).is_empty(), "{good}");
+    }
+    for (bad, why) in [
+        ("/new/$1?injected=1", "a rewrite makes the path only"),
+        ("/new/#x", "a rewrite makes the path only"),
+        ("/new/$2", "names the group $2"),
+        ("/new/${nope}", "names the group $nope"),
+        ("/new/$1a", "names the group $1a"),
+        ("/new/${rest", "without its '}'"),
+    ] {
+        let errors = errors_of(Some(&route(bad)), &[]);
+        assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+        assert!(
+            errors[0].starts_with("routes[0].rewrite.replace: ") && errors[0].contains(why),
+            "{bad}: {errors:?}"
+        );
+    }
+}

@@ -89,9 +89,15 @@ pub(super) fn route(
                     )
                 }),
             )
-            .map(|pattern| Rewrite {
-                pattern,
-                replace: rw.replace.clone(),
+            .and_then(|pattern| {
+                errors.check(
+                    &at("rewrite.replace"),
+                    check_replacement(&pattern, &rw.replace),
+                )?;
+                Some(Rewrite {
+                    pattern,
+                    replace: rw.replace.clone(),
+                })
             })
     });
     let request_headers = header_ops(errors, &at("request_headers"), &raw.request_headers);
@@ -202,4 +208,49 @@ pub(super) fn header_ops(errors: &mut Errors, path: &str, raw: &Option<RawHeader
         })
         .collect();
     HeaderOps { set, remove }
+}
+
+/// A rewrite's replacement makes a path: it may not add a query or fragment (the `?` would go
+/// into the request line as it is), and every group it names must exist in the pattern (regex
+/// puts an empty string for one that does not, silently).
+fn check_replacement(pattern: &Regex, replace: &str) -> Result<(), String> {
+    if let Some(c) = replace.chars().find(|c| matches!(c, '?' | '#')) {
+        return Err(format!(
+            "{replace:?} has a {c:?}: a rewrite makes the path only (the query is kept as it came)"
+        ));
+    }
+    let mut rest = replace;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            rest = after; // `$$` is a literal `$`
+            continue;
+        }
+        let (name, after) = match rest.strip_prefix('{') {
+            Some(braced) => match braced.split_once('}') {
+                Some(parts) => parts,
+                None => return Err(format!("{replace:?} has a '${{' without its '}}'")),
+            },
+            None => {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                rest.split_at(end)
+            }
+        };
+        rest = after;
+        if name.is_empty() {
+            continue; // a lone `$` is literal
+        }
+        let exists = match name.parse::<usize>() {
+            Ok(index) => index < pattern.captures_len(),
+            Err(_) => pattern.capture_names().flatten().any(|n| n == name),
+        };
+        if !exists {
+            return Err(format!(
+                "{replace:?} names the group ${name}, which the pattern does not have"
+            ));
+        }
+    }
+    Ok(())
 }
