@@ -232,6 +232,18 @@ async fn the_ws_route_bridges_text_binary_and_close_codes() {
     );
 }
 
+/// Without `?path`, the Node gateway bridged to the service's root; clients written for it
+/// still connect.
+#[tokio::test]
+async fn the_ws_route_without_a_path_bridges_to_the_root() {
+    let up = WsUpstream::start().await;
+    let gw = TestGateway::start(&service("s", &[up.url()]), &[]).await;
+    let (mut ws, _) = connect(ws_url(&gw, "/ws/s")).await;
+    assert_eq!(up.seen.lock().unwrap().uri.as_deref(), Some("/"));
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("hi"));
+}
+
 #[tokio::test]
 async fn a_clients_close_code_and_reason_reach_the_upstream() {
     let up = WsUpstream::start().await;
@@ -271,7 +283,6 @@ async fn every_failure_before_the_upgrade_is_a_plain_json_answer() {
     let gw = TestGateway::start(&toml, &[]).await;
     for (path, status, code) in [
         ("/ws/nope?path=/x", 404, "unknown_service"),
-        ("/ws/s", 400, "bad_request"),
         ("/ws/s?path=//evil.example/x", 400, "bad_request"),
         ("/ws/s?path=http://evil.example/x", 400, "bad_request"),
         ("/ws/s?path=/a/../b", 400, "bad_request"),

@@ -70,15 +70,18 @@ pub fn check_client_handshake(
 }
 
 /// The upstream target of `/ws/<service>?path=/p`: the percent-decoded `path` parameter, as a
-/// path (normalised like a request path) and an optional query. Only a relative path that
-/// starts with `/` is accepted: nothing in it can name another host.
+/// path (normalised like a request path) and an optional query; `/` without one, as the Node
+/// gateway had it (`searchParams.get('path') ?? '/'`). Only a relative path that starts with
+/// `/` is accepted: nothing in it can name another host.
 pub fn target_from_query(query: Option<&str>) -> Result<(String, Option<String>), GatewayError> {
     let bad = |m: String| GatewayError::client(ErrorKind::BadRequest, m);
-    let raw = query
+    let Some(raw) = query
         .into_iter()
         .flat_map(|q| q.split('&'))
         .find_map(|pair| pair.strip_prefix("path="))
-        .ok_or_else(|| bad("the path query parameter is required (?path=/p)".to_owned()))?;
+    else {
+        return Ok(("/".to_owned(), None));
+    };
     let decoded = percent_decode(raw)
         .ok_or_else(|| bad("the path parameter is not valid percent-encoded UTF-8".to_owned()))?;
     if decoded.contains('#') {
@@ -370,8 +373,11 @@ mod tests {
             Ok(("/a+b".into(), None)),
             "'+' is literal"
         );
+        // No `path` parameter: the service's root, as the Node gateway had it.
+        assert_eq!(target(""), Ok(("/".into(), None)));
+        assert_eq!(target("room=1"), Ok(("/".into(), None)));
+        assert_eq!(target_from_query(None).ok(), Some(("/".into(), None)));
         for bad in [
-            "",
             "path=",
             "path=chat",
             "path=//evil.example/x",
