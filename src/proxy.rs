@@ -181,8 +181,10 @@ pub fn handle(
             Err(error) => return Ok(refuse(error, Exchange::new(start, unmatched()), has_body)),
         };
         let host = match &authority {
+            // `good.example.` is `good.example` (the root label's dot, RFC 1034 §3.1).
             Some(authority) if rt.router.has_host_routes() => {
-                Some(authority.host().to_ascii_lowercase())
+                let host = authority.host();
+                Some(host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase())
             }
             _ => None,
         };

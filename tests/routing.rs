@@ -232,6 +232,15 @@ async fn one_authority_per_request_for_routing_and_forwarding() {
     let seen = up.only();
     assert_eq!(seen.headers["host"], "good.example");
     assert_eq!(seen.headers["x-forwarded-host"], "good.example");
+    // A fully qualified name (the root's dot) and any case are the same host.
+    let request = "GET /h/y HTTP/1.1\r\nHost: GOOD.example.\r\nConnection: close\r\n\r\n";
+    let (response, _) = crate::support::raw::exchange(
+        gw.addr,
+        request.as_bytes(),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
 #[tokio::test]
