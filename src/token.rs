@@ -6,6 +6,42 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
 
+/// The claims `sluice token` sets itself, from `--sub` and `--ttl`.
+const OWN_CLAIMS: [&str; 3] = ["sub", "iat", "exp"];
+
+/// What makes a token no test of anything: a secret the gateway refuses, an empty subject (forwarded as an empty
+/// `x-user-id`), one expired when minted, or a `--claim` overriding `sub`, `iat` or `exp`
+/// (a string `iat`, an `exp` in the past) behind `--sub` and `--ttl`.
+pub fn check_usage(secret: &str, sub: &str, ttl: Duration, extra: &[String]) -> Result<(), String> {
+    if secret.chars().count() < 32 {
+        return Err(
+            "--secret must be at least 32 characters (the gateway refuses shorter ones)".to_owned(),
+        );
+    }
+    if sub.trim().is_empty() {
+        return Err("--sub must not be empty".to_owned());
+    }
+    if ttl.as_secs() == 0 {
+        return Err(
+            "--ttl must be at least 1s (the token would be expired when minted)".to_owned(),
+        );
+    }
+    for pair in extra {
+        let Some((key, _)) = pair.split_once('=') else {
+            return Err(format!("--claim expects key=value, got {pair:?}"));
+        };
+        if key.is_empty() {
+            return Err(format!("--claim expects key=value, got {pair:?}"));
+        }
+        if OWN_CLAIMS.contains(&key) {
+            return Err(format!(
+                "--claim cannot set {key:?}: use --sub and --ttl for sub, iat and exp"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Claims for a token: `sub`, `iat`, `exp`, plus `extra` (`key=value`; numbers and booleans
 /// are typed, everything else is a string).
 pub fn mint(secret: &str, sub: &str, ttl: Duration, extra: &[String]) -> Result<String, String> {

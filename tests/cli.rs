@@ -187,6 +187,64 @@ fn token_usage_errors_exit_2() {
         .unwrap();
     assert_eq!(short.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32 characters"));
+    // Tokens that test nothing: expired when minted, no subject, own claims overridden.
+    let secret = "s".repeat(32);
+    for (args, why) in [
+        (
+            &["--sub", "x", "--ttl", "0s"][..],
+            "--ttl must be at least 1s",
+        ),
+        (&["--sub", ""][..], "--sub must not be empty"),
+        (
+            &["--sub", "x", "--claim", "exp=1"][..],
+            "--claim cannot set \"exp\"",
+        ),
+        (
+            &["--sub", "x", "--claim", "sub=bob"][..],
+            "--claim cannot set \"sub\"",
+        ),
+        (
+            &["--sub", "x", "--claim", "=v"][..],
+            "--claim expects key=value",
+        ),
+    ] {
+        let output = sluice(&workdir())
+            .arg("token")
+            .args(args)
+            .args(["--secret", &secret])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+}
+
+/// Each command's help lists the options it takes, and only those: `demo` refuses a config
+/// file, `token` opens no listener.
+#[test]
+fn each_command_offers_only_its_own_options() {
+    let help = |command: &str| {
+        let output = sluice(&workdir())
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let demo = help("demo");
+    assert!(demo.contains("--listen") && !demo.contains("--config"), "{demo}");
+    let token = help("token");
+    assert!(token.contains("--config") && !token.contains("--listen"), "{token}");
+    let check = help("check");
+    assert!(check.contains("--config"), "{check}");
+    // Before the command, as the options were global before, they still count.
+    let output = sluice(&workdir())
+        .args(["--config", "/nonexistent/sluice.toml", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/sluice.toml"));
 }
 
 #[tokio::test]
