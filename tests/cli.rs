@@ -233,9 +233,15 @@ fn each_command_offers_only_its_own_options() {
         String::from_utf8(output.stdout).unwrap()
     };
     let demo = help("demo");
-    assert!(demo.contains("--listen") && !demo.contains("--config"), "{demo}");
+    assert!(
+        demo.contains("--listen") && !demo.contains("--config"),
+        "{demo}"
+    );
     let token = help("token");
-    assert!(token.contains("--config") && !token.contains("--listen"), "{token}");
+    assert!(
+        token.contains("--config") && !token.contains("--listen"),
+        "{token}"
+    );
     let check = help("check");
     assert!(check.contains("--config"), "{check}");
     // Before the command, as the options were global before, they still count.

@@ -481,12 +481,35 @@ fn read<T: serde::de::DeserializeOwned>(
         } else {
             format!("{path}.{inner}")
         };
-        fail(full, error.into_inner().message().to_owned());
+        fail(full, plain_types(error.into_inner().message()));
         if !remove_at(&mut value, &at) {
             return;
         }
         reported.push(shown);
     }
+}
+
+/// serde names the Rust type it wanted (`expected u32`); an operator wants the range.
+fn plain_types(message: &str) -> String {
+    const TYPES: [(&str, &str); 7] = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ];
+    TYPES
+        .iter()
+        .find(|(rust, _)| message.ends_with(rust))
+        .map_or_else(
+            || message.to_owned(),
+            |(rust, plain)| format!("{}{plain}", &message[..message.len() - rust.len()]),
+        )
 }
 
 /// Takes the key at `path` out of `value` (a whole array when the path ends inside one: taking

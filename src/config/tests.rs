@@ -77,6 +77,11 @@ fn production_requires_auth_and_a_secret() {
         errors[0].starts_with("NODE_ENV: authentication is required"),
         "{errors:?}"
     );
+    // The error names where production was said.
+    let errors = errors_of(None, &[("SLUICE_ENV", "production")]);
+    assert!(errors[0].starts_with("SLUICE_ENV: "), "{errors:?}");
+    let errors = errors_of(Some("[server]\nenv = \"production\"\n"), &[]);
+    assert!(errors[0].starts_with("server.env: "), "{errors:?}");
     let config = Config::from_sources(
         None,
         &env(&[("NODE_ENV", "production"), ("JWT_SECRET", &"s".repeat(32))]),
@@ -369,7 +374,7 @@ fn worker_threads_and_service_names_are_bounded() {
         "{errors:?}"
     );
     let errors = errors_of(None, &[("UPSTREAMS", r#"{"..":["http://127.0.0.1:1"]}"#)]);
-    assert!(errors[0].starts_with("services..."), "{errors:?}");
+    assert!(errors[0].starts_with("UPSTREAMS...: "), "{errors:?}");
 }
 
 #[test]
@@ -713,4 +718,39 @@ fn rewrite_replacements_name_real_groups_and_make_paths_only() {
             "{bad}: {errors:?}"
         );
     }
+}
+
+/// Type errors say what is wanted in words, not Rust's type names.
+#[test]
+fn type_errors_name_ranges_not_rust_types() {
+    let errors = errors_of(
+        Some("[server]\nmax_connections = -1\n[services.a]\nupstreams = [{ url = \"http://a:1\", weight = -3 }]\n"),
+        &[],
+    );
+    assert_eq!(
+        errors,
+        [
+            "server.max_connections: invalid value: integer `-1`, expected a whole number, 0 or more",
+            "services.a.upstreams[0].weight: invalid value: integer `-3`, expected a whole number from 0 to 4294967295",
+        ],
+        "{errors:#?}"
+    );
+}
+
+/// A bad service name is reported where it was written.
+#[test]
+fn a_bad_service_name_is_named_where_it_was_written() {
+    let errors = errors_of(None, &[("UPSTREAMS", r#"{"b c":["http://127.0.0.1:1"]}"#)]);
+    assert!(
+        errors[0].starts_with("UPSTREAMS.b c: service names"),
+        "{errors:?}"
+    );
+    let errors = errors_of(
+        Some("[services.\"b c\"]\nupstreams = [\"http://a:1\"]\n"),
+        &[],
+    );
+    assert!(
+        errors[0].starts_with("services.b c: service names"),
+        "{errors:?}"
+    );
 }

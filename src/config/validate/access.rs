@@ -152,8 +152,13 @@ pub(super) fn auth(
             "AUTH_REQUIRED"
         } else if a.required.is_some() {
             "auth.required"
-        } else {
+        } else if env.get("SLUICE_ENV").is_some() {
+            // Production made auth required: name where production was said.
+            "SLUICE_ENV"
+        } else if env.get("NODE_ENV").is_some() {
             "NODE_ENV"
+        } else {
+            "server.env"
         };
         errors.push(
             key,

@@ -44,7 +44,12 @@ pub(super) fn services(
         let file = raw.services.get(name).unwrap_or(&empty);
         let path = format!("services.{name}");
         if let Err(message) = check_service_name(name) {
-            errors.push(&path, message);
+            // Named where the name was written (the file's name if both have it).
+            let at = match raw.services.contains_key(name) {
+                true => path.clone(),
+                false => format!("UPSTREAMS.{name}"),
+            };
+            errors.push(&at, message);
         }
         let upstreams: Vec<UpstreamUrl> = match env_upstreams.get(name) {
             Some(urls) => urls
