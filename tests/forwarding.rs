@@ -124,6 +124,7 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
             .header("connection", "x-upstream-secret")
             .header("x-upstream-secret", "s")
             .header("keep-alive", "timeout=5")
+            .header("proxy-authenticate", "Basic realm=\"inner\"")
             .header("x-end-to-end", "kept")
     })
     .await;
@@ -135,12 +136,14 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
         .header("proxy-connection", "keep-alive")
         .header("te", "gzip")
         .header("upgrade", "websocket-ish")
+        .header("proxy-authorization", "Basic cHJveHk6c2VjcmV0")
         .header("x-end-to-end", "kept")
         .send()
         .await
         .unwrap();
     assert!(response.headers().get("x-upstream-secret").is_none());
     assert!(response.headers().get("keep-alive").is_none());
+    assert!(response.headers().get("proxy-authenticate").is_none());
     assert_eq!(response.headers()["x-end-to-end"], "kept");
     let seen = up.only();
     for name in [
@@ -149,6 +152,7 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
         "te",
         "upgrade",
         "keep-alive",
+        "proxy-authorization",
     ] {
         assert!(
             seen.headers.get(name).is_none(),

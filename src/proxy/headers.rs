@@ -12,7 +12,9 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
@@ -54,9 +56,20 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the (few) headers present notes which hop-by-hop names occur; only those
     // are then removed. Hashing every name for removals that usually find nothing costs more,
     // and this runs twice per proxied request.
-    const FIXED: [HeaderName; 5] = [TE, KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING, UPGRADE];
+    // Proxy-Authorization and Proxy-Authenticate too (hop-by-hop in RFC 2616 §13.5.1): they
+    // are for the proxy that asked, and sluice asks none; relayed, a client's proxy credentials
+    // would reach the upstream and its logs.
+    const FIXED: [HeaderName; 7] = [
+        TE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        PROXY_AUTHORIZATION,
+        PROXY_AUTHENTICATE,
+    ];
     let mut has_connection = false;
-    let mut present = [false; 5];
+    let mut present = [false; 7];
     for name in headers.keys() {
         if name == CONNECTION {
             has_connection = true;

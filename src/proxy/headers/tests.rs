@@ -23,6 +23,8 @@ fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
         ("transfer-encoding", "chunked"),
         ("upgrade", "h2c"),
         ("proxy-connection", "keep-alive"),
+        ("proxy-authorization", "Basic cHJveHk6c2VjcmV0"),
+        ("proxy-authenticate", "Basic realm=\"proxy\""),
         ("x-kept", "yes"),
     ]);
     remove_hop_by_hop(&mut headers);
