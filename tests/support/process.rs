@@ -15,8 +15,17 @@ pub fn sluice(dir: &Path) -> Command {
     command
 }
 
+/// A new, empty working directory. The name has the time in it as well as the process id and
+/// a counter: nextest runs each test in a process of its own, and a later test given a reused
+/// process id found an earlier one's directory, `.env` included (one with an invalid
+/// AUTH_REQUIRED made a gateway refuse to start).
 pub fn workdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-cli-{}", crate::server::uuid_like()));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir =
+        std::env::temp_dir().join(format!("sluice-cli-{}-{nanos}", crate::server::uuid_like()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
