@@ -48,6 +48,10 @@ mod decode;
 /// is parsed again with room for as many fields as it has lines: only its size is limited
 /// ([`MAX_HEAD`]), as nginx limits it.
 const STACK_HEADERS: usize = 100;
+/// At most this many fields in a response head or trailer section: a `HeaderMap` holds at most
+/// 32,768 entries and panics past about 24,000 reserved, so a head of 25,000 one-letter fields
+/// (150 KB, well within [`MAX_HEAD`]) would have cut the request instead of answering 502.
+const MAX_FIELDS: usize = 10_000;
 /// A response head, a chunk-size line or a trailer section larger than this is invalid. It is
 /// about what hyper's client allowed (nginx's default is 4 or 8 KiB), so no upstream that
 /// worked before this client breaks.
@@ -393,7 +397,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Inval
         let config = httparse::ParserConfig::default();
         let mut result = config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots);
         if let Err(httparse::Error::TooManyHeaders) = result {
-            more_slots.resize_with(line_count(buf), MaybeUninit::uninit);
+            more_slots.resize_with(line_count(buf).min(MAX_FIELDS), MaybeUninit::uninit);
             parsed = httparse::Response::new(&mut []);
             result = config.parse_response_with_uninit_headers(&mut parsed, buf, &mut more_slots);
         }
@@ -403,6 +407,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Inval
             }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(InvalidResponse("too many header fields"))
+            }
             Err(_) => return Err(InvalidResponse("malformed response head")),
         };
         let code = parsed.code.unwrap_or_default();

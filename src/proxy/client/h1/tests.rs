@@ -208,6 +208,20 @@ fn broken_heads_are_invalid() {
     }
     let split = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
     assert_eq!(invalid(split), "a transfer coding other than chunked");
+    // So is the number of fields: a header map holds some 24,000 before it panics.
+    let mut many = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n".to_vec();
+    for _ in 0..MAX_FIELDS {
+        many.extend_from_slice(b"a: b\r\n");
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_eq!(invalid(&many), "too many header fields");
+    let mut at_most = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for _ in 0..MAX_FIELDS - 1 {
+        at_most.extend_from_slice(b"a: b\r\n");
+    }
+    at_most.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    let (head, _) = parsed(&at_most, false);
+    assert_eq!(head.response.headers().len(), MAX_FIELDS);
     // The size of a head is limited, even when all of it came in one read.
     let mut large = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n".to_vec();
     while large.len() <= MAX_HEAD {
@@ -256,6 +270,21 @@ fn a_trailer_section_with_many_fields_is_decoded_whole() {
     };
     assert_eq!(trailers.len(), 2 * STACK_HEADERS);
     assert!(buf.is_empty());
+    let mut raw = b"0\r\n".to_vec();
+    for _ in 0..=MAX_FIELDS {
+        raw.extend_from_slice(b"a: b\r\n");
+    }
+    raw.extend_from_slice(b"\r\n");
+    let mut framing = Framing::Chunked(Chunk::Size);
+    let mut buf = BytesMut::from(&raw[..]);
+    let error = loop {
+        match decode(&mut framing, &mut buf) {
+            Err(error) => break error.0,
+            Ok(Decoded::More | Decoded::End | Decoded::Trailers(_)) => panic!("accepted"),
+            Ok(Decoded::Data(_)) => {}
+        }
+    };
+    assert_eq!(error, "too many trailer fields");
 }
 
 fn encoded(headers: &HeaderMap, body: Option<SizeHint>) -> (String, bool) {
