@@ -7,21 +7,25 @@
 //! dotenvy as `{example:[http://localhost:3001]}`: the file a team brings would fail.
 //!
 //! The rules, as dotenv has them:
-//! - `NAME=value`, `export NAME=value` or `NAME: value`; a name is letters, digits, `_`, `.`
-//!   and `-`. Blank lines and lines starting with `#` are skipped.
-//! - An unquoted value runs to the end of the line or to a `#` (a comment), trimmed; quotes
-//!   inside it are kept as they are.
-//! - A value that starts with `'`, `"` or `` ` `` runs to the same quote (one after a
-//!   backslash does not count), across lines if it must, and only blanks or a comment may
-//!   follow it on its last line; otherwise the line is read as an unquoted value, quotes and
-//!   all. In double quotes `\n` and `\r` are a newline and a carriage return; nothing else is
-//!   escaped.
+//! - `NAME=value`, `export NAME=value` or `NAME: value` (the colon right after the name); a name
+//!   is letters, digits, `_`, `.` and `-`. Blank lines and lines starting with `#` are skipped,
+//!   and so is a byte-order mark at the start of the file.
+//! - A value that starts with `'`, `"` or `` ` `` runs to the same quote, across lines if it
+//!   must, and only blanks or a comment may follow that quote on its line. A quote right after
+//!   a backslash may close the value or be part of it; the last one that fits closes it.
+//! - Otherwise the value runs to the end of the line or to a `#` (a comment), trimmed; quotes
+//!   in it are kept, except that a value that then starts and ends with the same quote loses
+//!   those two.
+//! - In a value that starts with `"`, `\n` and `\r` are a newline and a carriage return.
+//!   Nothing else is escaped.
 //!
 //! One difference, for an operator's sake: a line that is none of these (a name without `=`)
 //! is an error naming the line, where dotenv skips it in silence.
 
 /// The variables `text` sets, in file order (a later line for the same name wins).
 pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
+    // A byte-order mark, as some Windows editors write it, is no part of the first name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let text = text.replace("\r\n", "\n").replace('\r', "\n");
     let mut vars = Vec::new();
     let mut pos = 0;
@@ -42,9 +46,11 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
             .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
             .unwrap_or(entry.len());
         let (name, after_name) = entry.split_at(name_len);
-        let after_name = after_name.trim_start_matches([' ', '\t']);
-        let value = match after_name.as_bytes() {
-            [b'=', ..] | [b':', b' ' | b'\t', ..] if !name.is_empty() => &after_name[1..],
+        // `NAME = value`, or `NAME: value` with the colon right after the name.
+        let spaced = after_name.trim_start_matches([' ', '\t']);
+        let value = match (after_name.as_bytes(), spaced.as_bytes()) {
+            (_, [b'=', ..]) if !name.is_empty() => &spaced[1..],
+            ([b':', b' ' | b'\t', ..], _) if !name.is_empty() => &after_name[1..],
             _ => return Err(format!("line {line_no}: expected NAME=value")),
         };
         let value = value.trim_start_matches([' ', '\t']);
@@ -53,7 +59,7 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
             Some((value, end_of_entry)) => (value, end_of_entry),
             None => {
                 let end = value.find('#').unwrap_or(value.len());
-                (value[..end].trim().to_owned(), line_end)
+                (unquote(value[..end].trim()), line_end)
             }
         };
         line_no += text[pos..next].matches('\n').count() + 1;
@@ -64,36 +70,55 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// A quoted value starting at `at` in `text`: its content, and where the line holding its
-/// closing quote ends. `None` when it is not one (no quote, never closed, or more than a
-/// comment after it).
+/// closing quote ends. `None` when it is not one: no quote, never closed, or more than a
+/// comment after the closing quote on its line.
+///
+/// dotenv's pattern is `"(?:\\"|[^"])*"` followed by blanks and an optional comment, and it
+/// is greedy: a quote right after a backslash may be passed over or may close, so the closing
+/// quote is the last of those (up to the first quote with no backslash before it) that is
+/// followed by nothing but blanks or a comment on its line.
 fn quoted(text: &str, at: usize) -> Option<(String, usize)> {
     let quote = text[at..]
         .chars()
         .next()
         .filter(|c| matches!(c, '"' | '\'' | '`'))?;
     let body = &text[at + 1..];
-    let mut escaped = false;
-    let close = body.char_indices().find_map(|(i, c)| {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            c if c == quote => return Some(i),
-            _ => {}
+    let mut candidates = Vec::new();
+    let mut after_backslash = false;
+    for (i, c) in body.char_indices() {
+        if c == quote {
+            candidates.push(i);
+            if !after_backslash {
+                break;
+            }
         }
-        None
+        after_backslash = c == '\\';
+    }
+    let (close, line_end) = candidates.into_iter().rev().find_map(|close| {
+        let after = &body[close + 1..];
+        let line = &after[..after.find('\n').unwrap_or(after.len())];
+        let rest = line.trim_start();
+        (rest.is_empty() || rest.starts_with('#')).then_some((close, close + 1 + line.len()))
     })?;
-    let after = &body[close + 1..];
-    let line_rest = &after[..after.find('\n').unwrap_or(after.len())];
-    let line_rest = line_rest.trim_start();
-    if !(line_rest.is_empty() || line_rest.starts_with('#')) {
-        return None;
+    Some((unquote(&text[at..at + 1 + close + 1]), at + 1 + line_end))
+}
+
+/// What dotenv makes of a value once taken from the line: a value that starts and ends with
+/// the same quote loses them, and one that starts with `"` has its `\n` and `\r` turned into
+/// a newline and a carriage return.
+fn unquote(value: &str) -> String {
+    let first = value.chars().next();
+    let inner = match first {
+        Some(q @ ('"' | '\'' | '`')) if value.len() >= 2 && value.ends_with(q) => {
+            &value[1..value.len() - 1]
+        }
+        _ => value,
+    };
+    if first == Some('"') {
+        inner.replace("\\n", "\n").replace("\\r", "\r")
+    } else {
+        inner.to_owned()
     }
-    let mut value = body[..close].to_owned();
-    if quote == '"' {
-        value = value.replace("\\n", "\n").replace("\\r", "\r");
-    }
-    let end_of_entry = at + 1 + close + 1 + after.find('\n').unwrap_or(after.len());
-    Some((value, end_of_entry))
 }
 
 #[cfg(test)]
@@ -158,6 +183,37 @@ mod tests {
                 ("M.dotted-name", "ok"),
                 ("N", "a=b"),
             ])
+        );
+    }
+
+    /// Cases where dotenv's regular expression does something less obvious; every expected
+    /// value is what npm dotenv 16.6.1's `parse()` returned for the same text.
+    #[test]
+    fn the_corners_of_dotenvs_rules() {
+        for (text, expected) in [
+            ("\u{feff}A=1\n", &[("A", "1")][..]),
+            ("A=\"C:\\dir\\\"\n", &[("A", "C:\\dir\\")]),
+            (
+                "A=\"C:\\dir\\\"\nB=\"x\\\"\nC=1\n",
+                &[("A", "C:\\dir\\"), ("B", "x\\"), ("C", "1")],
+            ),
+            (
+                "A=\"a\" b\"\nB='x' and 'y'\n",
+                &[("A", "a\" b"), ("B", "x' and 'y")],
+            ),
+            ("A=\"x\\ny\" z\"\n", &[("A", "x\ny\" z")]),
+            ("A='a\\nb'\n", &[("A", "a\\nb")]),
+            ("A=\"\"\nB=''\n", &[("A", ""), ("B", "")]),
+            ("A=abc#def\nB=abc #def\n", &[("A", "abc"), ("B", "abc")]),
+            ("A=\"  padded  \"\n", &[("A", "  padded  ")]),
+        ] {
+            assert_eq!(vars(text), pairs(expected), "{text:?}");
+        }
+        // dotenv skips `A : v` (a space before the colon); here it is an error, as any line
+        // that sets nothing.
+        assert_eq!(
+            parse("A : v\n").err().as_deref(),
+            Some("line 1: expected NAME=value")
         );
     }
 
