@@ -314,12 +314,19 @@ async fn traceparent_is_propagated_or_created() {
         .send()
         .await
         .unwrap();
+    // One traceparent goes on, never a second field beside it.
+    let mut two = reqwest::header::HeaderMap::new();
+    two.append("traceparent", given.parse().unwrap());
+    two.append("traceparent", "junk".parse().unwrap());
+    c.get(gw.url("/api/s/5")).headers(two).send().await.unwrap();
     let seen = up.received();
     assert_eq!(seen[0].headers["traceparent"], given);
     // A new trace does not carry the old one's state; a kept trace keeps it.
     assert!(seen[2].headers.get("tracestate").is_none());
     assert_eq!(seen[3].headers["traceparent"], given);
     assert_eq!(seen[3].headers["tracestate"], "vendor=kept");
+    let fields: Vec<_> = seen[4].headers.get_all("traceparent").iter().collect();
+    assert_eq!(fields, [given]);
     for created in [&seen[1], &seen[2]] {
         let value = created.headers["traceparent"].to_str().unwrap();
         let parts: Vec<&str> = value.split('-').collect();

@@ -279,14 +279,18 @@ pub fn is_valid_request_id(value: &[u8]) -> bool {
 /// client's `tracestate` then goes too: it describes the trace its `traceparent` named (W3C
 /// Trace Context §3.3), not the new one.
 pub fn set_traceparent(headers: &mut HeaderMap) {
-    if headers
+    let valid = headers
         .get(TRACEPARENT)
-        .is_some_and(|v| is_valid_traceparent(v.as_bytes()))
-    {
-        return;
+        .filter(|v| is_valid_traceparent(v.as_bytes()))
+        .cloned();
+    match valid {
+        // Inserted again, so a second `traceparent` field (junk, or another trace) goes.
+        Some(kept) => drop(headers.insert(TRACEPARENT, kept)),
+        None => {
+            headers.insert(TRACEPARENT, new_traceparent());
+            headers.remove(TRACESTATE);
+        }
     }
-    headers.insert(TRACEPARENT, new_traceparent());
-    headers.remove(TRACESTATE);
 }
 
 fn new_traceparent() -> HeaderValue {
