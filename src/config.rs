@@ -415,12 +415,30 @@ impl Config {
             .map(|(path, message)| ConfigError { path, message })
             .collect();
         if let Err(more) = validated {
-            // A key that could not be read reads as unset: "is required" for it says nothing new.
-            let unreadable: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            // A key that could not be read reads as unset: "is required" for it says nothing new,
+            // nor does "needs at least one" for an array taken out for a bad element.
+            let unreadable: Vec<String> = errors
+                .iter()
+                .flat_map(|e| {
+                    let arrays = e
+                        .path
+                        .match_indices('[')
+                        .map(|(at, _)| e.path[..at].to_owned());
+                    std::iter::once(e.path.clone()).chain(arrays)
+                })
+                .collect();
             errors.extend(more.0.into_iter().filter(|e| !unreadable.contains(&e.path)));
         }
         Err(ConfigErrors(errors))
     }
+}
+
+/// Whether two listeners would ask for the same socket (the second bind would fail): the
+/// same port, and the same address or one of them all addresses. Port 0 is any free port.
+pub fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 impl UpstreamUrl {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sluice::config::{Config, Env};
+use sluice::config::{same_socket, Config, Env};
 
 /// mimalloc rather than glibc's malloc: a proxied request makes a few dozen small
 /// allocations, and in side-by-side runs (30 paired rounds of plain keep-alive GETs) the
@@ -146,6 +146,14 @@ fn load(file: Option<&Path>, listen: Option<std::net::SocketAddr>) -> Result<Con
         ExitCode::from(2)
     })?;
     if let Some(listen) = listen {
+        if let Some(admin) = config
+            .server
+            .admin_listen
+            .filter(|a| same_socket(*a, listen))
+        {
+            eprintln!("--listen: {listen} is the admin listener's port ({admin}): choose another");
+            return Err(ExitCode::from(2));
+        }
         config.server.listen = listen;
     }
     Ok(config)

@@ -6,6 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
 
+/// Long enough for any test; more would overflow `exp` (a number of seconds).
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The claims `sluice token` sets itself, from `--sub` and `--ttl`.
 const OWN_CLAIMS: [&str; 3] = ["sub", "iat", "exp"];
 
@@ -25,6 +28,9 @@ pub fn check_usage(secret: &str, sub: &str, ttl: Duration, extra: &[String]) -> 
         return Err(
             "--ttl must be at least 1s (the token would be expired when minted)".to_owned(),
         );
+    }
+    if ttl > MAX_TTL {
+        return Err("--ttl must be at most 100 years".to_owned());
     }
     for pair in extra {
         let Some((key, _)) = pair.split_once('=') else {

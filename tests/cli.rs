@@ -194,6 +194,10 @@ fn token_usage_errors_exit_2() {
             &["--sub", "x", "--ttl", "0s"][..],
             "--ttl must be at least 1s",
         ),
+        (
+            &["--sub", "x", "--ttl", "18446744073709551615s"][..],
+            "--ttl must be at most 100 years",
+        ),
         (&["--sub", ""][..], "--sub must not be empty"),
         (
             &["--sub", "x", "--claim", "exp=1"][..],
@@ -251,6 +255,30 @@ fn each_command_offers_only_its_own_options() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/sluice.toml"));
+}
+
+/// `--listen` gets the same check as `server.listen`: not the admin listener's socket.
+#[test]
+fn listen_on_the_admin_listeners_port_is_refused() {
+    let dir = workdir();
+    let file = dir.join("sluice.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:19000\"\nadmin_listen = \"127.0.0.1:19001\"\n",
+    )
+    .unwrap();
+    let check = |listen: &str| {
+        sluice(&dir)
+            .args(["check", "--config"])
+            .arg(&file)
+            .args(["--listen", listen])
+            .output()
+            .unwrap()
+    };
+    let refused = check("127.0.0.1:19001");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).starts_with("--listen: 127.0.0.1:19001"));
+    assert_eq!(check("127.0.0.1:19002").status.code(), Some(0));
 }
 
 #[tokio::test]

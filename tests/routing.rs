@@ -215,6 +215,10 @@ async fn one_authority_per_request_for_routing_and_forwarding() {
         host = "good.example"
         service = "users"
         preserve_host = true
+        [[routes]]
+        path = "/fq"
+        host = "fq.example."
+        service = "users"
     "#,
         service("users", &[up.url()])
     );
@@ -232,15 +236,22 @@ async fn one_authority_per_request_for_routing_and_forwarding() {
     let seen = up.only();
     assert_eq!(seen.headers["host"], "good.example");
     assert_eq!(seen.headers["x-forwarded-host"], "good.example");
-    // A fully qualified name (the root's dot) and any case are the same host.
-    let request = "GET /h/y HTTP/1.1\r\nHost: GOOD.example.\r\nConnection: close\r\n\r\n";
-    let (response, _) = crate::support::raw::exchange(
-        gw.addr,
-        request.as_bytes(),
-        std::time::Duration::from_secs(5),
-    )
-    .await;
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // A fully qualified name (the root's dot) and any case are the same host, in requests
+    // and in the config alike.
+    for (path, host) in [
+        ("/h/y", "GOOD.example."),
+        ("/fq/y", "fq.example"),
+        ("/fq/y", "fq.example."),
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let (response, _) = crate::support::raw::exchange(
+            gw.addr,
+            request.as_bytes(),
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{host}: {response}");
+    }
 }
 
 #[tokio::test]
@@ -255,6 +266,7 @@ async fn http11_requests_need_exactly_one_host() {
         // is a port past 65535; an absolute-form target does not excuse a missing Host.
         "GET /api/users/x HTTP/1.1\r\nHost: user:secret@a\r\nConnection: close\r\n\r\n",
         "GET /api/users/x HTTP/1.1\r\nHost: a:99999\r\nConnection: close\r\n\r\n",
+        "GET /api/users/x HTTP/1.1\r\nHost: a:+80\r\nConnection: close\r\n\r\n",
         "GET http://user:secret@a/api/users/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         "GET http://a/api/users/x HTTP/1.1\r\nConnection: close\r\n\r\n",
     ] {

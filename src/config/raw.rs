@@ -452,8 +452,8 @@ impl RawConfig {
 /// Deserializes `value` into `into`, reporting every problem in it, not just the first: after
 /// each error the offending key is taken out and the rest read again, so three bad keys in
 /// one table are three errors (serde alone stops at the first). A key taken out reads as
-/// unset; an error about a table whose key was already reported (`missing field` once a bad
-/// required key is out) adds nothing and ends the reading.
+/// unset; the `missing field` that follows when it was a required one adds nothing, and its
+/// table is taken out too.
 fn read<T: serde::de::DeserializeOwned>(
     mut value: toml::Value,
     path: &str,
@@ -472,8 +472,22 @@ fn read<T: serde::de::DeserializeOwned>(
         };
         let at: Vec<Segment> = error.path().iter().cloned().collect();
         let shown: Vec<String> = at.iter().map(ToString::to_string).collect();
-        if reported.iter().any(|earlier| earlier.starts_with(&shown)) {
-            return;
+        let message = plain_types(error.inner().message());
+        let follows_from_a_removal = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+            .is_some_and(|field| {
+                let mut missing = shown.clone();
+                missing.push(field.to_owned());
+                reported.contains(&missing)
+            });
+        if follows_from_a_removal {
+            // A required key already reported and taken out is now missing: not an error of
+            // its own. Its table goes too, and the rest of the section is read on.
+            if !remove_at(&mut value, &at) {
+                return;
+            }
+            continue;
         }
         let inner = error.path().to_string();
         let full = if inner.is_empty() || inner == "." {
@@ -481,7 +495,7 @@ fn read<T: serde::de::DeserializeOwned>(
         } else {
             format!("{path}.{inner}")
         };
-        fail(full, plain_types(error.into_inner().message()));
+        fail(full, message);
         if !remove_at(&mut value, &at) {
             return;
         }

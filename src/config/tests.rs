@@ -284,8 +284,10 @@ fn route_hosts_are_plain_names() {
         path = "/b"
         service = "s"
         match = "prefix"
-        host = "api.example.com"
+        host = "api.example.com."
     "#;
+    // The final dot of a fully qualified name is dropped (as from requests' hosts), so the
+    // third route is the second's duplicate.
     let errors = errors_of(Some(toml), &[]);
     assert_eq!(errors.len(), 2, "{errors:#?}");
     assert!(errors[0].starts_with("routes[0].host: "), "{errors:?}");
@@ -603,8 +605,8 @@ fn late_failures_are_config_errors() {
         listen = "127.0.0.1:18082"
         admin_listen = "0.0.0.0:18082"
         [services.a]
-        upstreams = ["http://127.0.0.1:abc", "http://127.0.0.1:65536", "http://127.0.0.1:0",
-                     "http://[::1]:8080", "http://[::1]", "http://h:80"]
+        upstreams = ["http://127.0.0.1:abc", "http://127.0.0.1:65536", "http://127.0.0.1:+80",
+                     "http://127.0.0.1:0", "http://[::1]:8080", "http://[::1]", "http://h:80"]
         [[routes]]
         path = "/x"
         service = "a"
@@ -613,22 +615,22 @@ fn late_failures_are_config_errors() {
     "#;
     let errors = errors_of(Some(toml), &[]);
     let port = "the port must be a number from 1 to 65535";
-    assert_eq!(errors.len(), 6, "{errors:#?}");
+    assert_eq!(errors.len(), 7, "{errors:#?}");
     assert!(errors[0]
         .starts_with("server.admin_listen: 0.0.0.0:18082 is the public listener's own port"));
-    for (i, error) in errors[1..4].iter().enumerate() {
+    for (i, error) in errors[1..5].iter().enumerate() {
         assert!(
             error.starts_with(&format!("services.a.upstreams[{i}]: {port}")),
             "{error}"
         );
     }
     assert!(
-        errors[4].starts_with("routes[0].methods: is empty"),
+        errors[5].starts_with("routes[0].methods: is empty"),
         "{}",
-        errors[4]
+        errors[5]
     );
     assert_eq!(
-        errors[5],
+        errors[6],
         "routes[0].rewrite.pattern: invalid regex \"(\": unclosed group"
     );
     // A different port, or the same port on another address, is fine.
@@ -710,6 +712,7 @@ fn rewrite_replacements_name_real_groups_and_make_paths_only() {
         ("/new/${nope}", "names the group $nope"),
         ("/new/$1a", "names the group $1a"),
         ("/new/${rest", "without its '}'"),
+        ("/new/${}", "an empty group name"),
     ] {
         let errors = errors_of(Some(&route(bad)), &[]);
         assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
@@ -752,5 +755,39 @@ fn a_bad_service_name_is_named_where_it_was_written() {
     assert!(
         errors[0].starts_with("services.b c: service names"),
         "{errors:?}"
+    );
+}
+
+/// Taking a bad key out never hides the other errors of its section: a misspelt required key
+/// is reported with the `missing field` it leaves (it is missing), the rest of the section is
+/// still read, and an array taken out for a bad element is not also "empty".
+#[test]
+fn a_bad_key_in_a_nested_table_hides_nothing_else() {
+    let keys = |toml: &str| -> Vec<String> {
+        errors_of(Some(toml), &[])
+            .iter()
+            .map(|e| e.split(": ").next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        keys("[auth]\nrequired = \"yes\"\napi_keys = [{ idx = \"a\" }]\n"),
+        ["auth.api_keys[0].idx", "auth.api_keys[0]", "auth.required"]
+    );
+    assert_eq!(keys("[tls]\nbogus = 1\n"), ["tls.bogus", "tls"]);
+    assert_eq!(
+        keys("[services.x]\nupstreams = [{ url = 5, weight = 2 }]\n"),
+        ["services.x.upstreams[0].url"]
+    );
+    assert_eq!(
+        keys(
+            "[services.x]\nupstreams = [\"http://a:1\"]\n[[routes]]\npath = \"/r\"\nservice = \"x\"\n\
+             rewrite = { pattern = \"x\", replac = \"y\" }\nzzz = 1\nmethods = []\n"
+        ),
+        [
+            "routes[0].rewrite.replac",
+            "routes[0].rewrite",
+            "routes[0].zzz",
+            "routes[0].methods"
+        ]
     );
 }

@@ -403,7 +403,7 @@ fn server(errors: &mut Errors, raw: &RawConfig, env: &Env) -> ServerConfig {
         }
     }
     let listen = SocketAddr::new(host, port);
-    if let Some(admin) = admin_listen.filter(|admin| collides(*admin, listen)) {
+    if let Some(admin) = admin_listen.filter(|admin| same_socket(*admin, listen)) {
         let key = if env.get("SLUICE_ADMIN_LISTEN").is_some() {
             "SLUICE_ADMIN_LISTEN"
         } else {
@@ -446,14 +446,6 @@ fn server(errors: &mut Errors, raw: &RawConfig, env: &Env) -> ServerConfig {
         max_connections,
         worker_threads: s.worker_threads,
     }
-}
-
-/// Whether two listeners would ask for the same socket (the second bind would fail): the
-/// same port, and the same address or one of them all addresses. Port 0 is any free port.
-fn collides(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn load_tls(errors: &mut Errors, raw: &RawTls) -> Option<TlsConfig> {

@@ -30,8 +30,10 @@ pub(super) fn parse_upstream(text: &str, weight: Option<u32>) -> Result<Upstream
     }
     // `http` takes any text after the host's colon; a port that is no port (`:abc`, `:65536`,
     // `:0`) would only fail later, every request a 502 naming the wrong cause.
+    let port_text = authority.as_str().get(authority.host().len() + 1..);
+    let digits = port_text.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     let has_port = authority.as_str() != authority.host();
-    if has_port && authority.port_u16().is_none_or(|port| port == 0) {
+    if has_port && (!digits || authority.port_u16().is_none_or(|port| port == 0)) {
         return Err(invalid("the port must be a number from 1 to 65535"));
     }
     if uri.query().is_some() || text.contains('#') {
@@ -79,8 +81,11 @@ pub(super) fn parse_route_path(text: &str) -> Result<String, String> {
 }
 
 /// A route host: a DNS name or IP, compared without port, case-insensitively.
+/// A route's host, as requests are matched against it: lowercase, without the final dot of a
+/// fully qualified name (`api.example.` is `api.example`, as in requests).
 pub(super) fn parse_route_host(text: &str) -> Result<String, String> {
     let host = text.trim().to_ascii_lowercase();
+    let host = host.strip_suffix('.').map_or(host.clone(), str::to_owned);
     let valid = !host.is_empty()
         && host
             .bytes()

@@ -212,9 +212,16 @@ fn is_host(authority: &Authority) -> bool {
     if text.contains('@') {
         return false;
     }
-    // Without user info the host comes first; an empty port is allowed (`*DIGIT`).
+    // Without user info the host comes first; the port is digits (`*DIGIT`: none is allowed,
+    // a sign is not, though Rust's number parsing takes `+80`).
     let port = text.get(authority.host().len()..).unwrap_or_default();
-    port.is_empty() || port == ":" || authority.port_u16().is_some()
+    match port.strip_prefix(':') {
+        None => port.is_empty(),
+        Some("") => true,
+        Some(digits) => {
+            digits.bytes().all(|b| b.is_ascii_digit()) && authority.port_u16().is_some()
+        }
+    }
 }
 
 #[cfg(test)]

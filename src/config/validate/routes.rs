@@ -169,7 +169,11 @@ pub(super) fn check_duplicate_routes(errors: &mut Errors, routes: &[Option<RawRo
             continue;
         };
         let exact = route.match_kind.as_deref() == Some("exact");
-        let host = route.host.as_deref().map(|h| h.trim().to_ascii_lowercase());
+        // As routes are matched: `API.example.` is `api.example`.
+        let host = route
+            .host
+            .as_deref()
+            .map(|h| parse_route_host(h).unwrap_or_else(|_| h.to_owned()));
         if !seen.insert((path, exact, host)) {
             errors.push(
                 format!("routes[{i}].path"),
@@ -238,7 +242,11 @@ fn check_replacement(pattern: &Regex, replace: &str) -> Result<(), String> {
                 rest.split_at(end)
             }
         };
+        let braced = rest.starts_with('{');
         rest = after;
+        if name.is_empty() && braced {
+            return Err(format!("{replace:?} has an empty group name ${{}}"));
+        }
         if name.is_empty() {
             continue; // a lone `$` is literal
         }
