@@ -206,22 +206,29 @@ pub(super) fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2): `http`'s `Authority` also takes user info
 /// (`user:secret@host`, which would reach the upstream's Host and X-Forwarded-Host and its
-/// logs) and any text after the colon (`host:99999`).
+/// logs) and any text after the colon (`host:99999`, `host:+80`). One pass over the bytes: it
+/// runs for every request, and `Authority::host` and `port_u16` each scan the text again
+/// (~800 instructions a request together, `bench/instructions`; `memchr` measured no better).
 fn is_host(authority: &Authority) -> bool {
-    let text = authority.as_str();
-    if text.contains('@') {
-        return false;
-    }
-    // Without user info the host comes first; the port is digits (`*DIGIT`: none is allowed,
-    // a sign is not, though Rust's number parsing takes `+80`).
-    let port = text.get(authority.host().len()..).unwrap_or_default();
-    match port.strip_prefix(':') {
-        None => port.is_empty(),
-        Some("") => true,
-        Some(digits) => {
-            digits.bytes().all(|b| b.is_ascii_digit()) && authority.port_u16().is_some()
+    let text = authority.as_str().as_bytes();
+    let mut port_colon = None;
+    for (i, byte) in text.iter().enumerate() {
+        match byte {
+            b'@' => return false,
+            b':' => port_colon = Some(i),
+            // The colons of an IPv6 literal are not the port's.
+            b']' => port_colon = None,
+            _ => {}
         }
     }
+    let Some(colon) = port_colon else {
+        return true;
+    };
+    // An empty port is allowed (`*DIGIT`); a sign is not.
+    let port = &text[colon + 1..];
+    port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
 }
 
 #[cfg(test)]
