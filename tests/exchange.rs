@@ -92,10 +92,9 @@ async fn a_custom_reason_phrase_reaches_the_client() {
     let (addr, _) =
         answering_upstream(b"HTTP/1.1 299 Quite Fine\r\ncontent-length: 2\r\n\r\nok").await;
     let gw = gateway_for(addr).await;
-    let (answer, _) = raw::exchange(
+    let answer = raw::answer(
         gw.addr,
         b"GET /api/s/x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        Duration::from_secs(5),
     )
     .await;
     assert!(
@@ -232,13 +231,8 @@ async fn a_clients_trailers_never_reach_the_upstream() {
         let _ = seen_tx.send(seen);
     });
     let gw = gateway_for(addr).await;
-    let (answer, _) = raw::exchange(
-        gw.addr,
-        b"POST /api/s/x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
-          5\r\nhello\r\n0\r\nauthorization: Bearer forged\r\nx-user-id: admin\r\n\r\n",
-        Duration::from_secs(5),
-    )
-    .await;
+    let answer = raw::answer(gw.addr, b"POST /api/s/x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+          5\r\nhello\r\n0\r\nauthorization: Bearer forged\r\nx-user-id: admin\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let seen = String::from_utf8_lossy(&seen_rx.await.unwrap()).into_owned();
     assert!(seen.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "{seen}");
@@ -584,10 +578,9 @@ async fn a_response_with_many_header_fields_is_passed_on_whole() {
     // More than the breaker's failure threshold: none of them may count as a failure. (Raw:
     // reqwest's own parser stops at 100 fields.)
     for _ in 0..6 {
-        let (answer, _) = raw::exchange(
+        let answer = raw::answer(
             gw.addr,
             b"GET /api/s/x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-            Duration::from_secs(5),
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");

@@ -145,12 +145,7 @@ async fn ambiguous_paths_are_refused_before_any_upstream_sees_them() {
         "/public;x/admin",
     ] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        let (response, _) = crate::support::raw::exchange(
-            gw.addr,
-            request.as_bytes(),
-            std::time::Duration::from_secs(5),
-        )
-        .await;
+        let response = crate::support::raw::answer(gw.addr, request.as_bytes()).await;
         assert!(response.starts_with("HTTP/1.1 400"), "{path}: {response}");
         assert!(
             response.contains("\"error\":\"bad_request\""),
@@ -169,12 +164,7 @@ async fn a_path_never_becomes_an_authority() {
         "GET /api/svc//{}/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
         decoy.addr
     );
-    let (response, _) = crate::support::raw::exchange(
-        gw.addr,
-        request.as_bytes(),
-        std::time::Duration::from_secs(5),
-    )
-    .await;
+    let response = crate::support::raw::answer(gw.addr, request.as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert_eq!(decoy.count(), 0, "the decoy host was never contacted");
     assert_eq!(up.only().uri.path(), format!("/{}/x", decoy.addr));
@@ -195,12 +185,7 @@ async fn encoded_unreserved_characters_match_like_their_plain_form() {
     let gw = TestGateway::start(&toml, &[]).await;
     // `%75sers` is `users`: it must meet the /users route's policy (405 here), not slip past it.
     let request = "DELETE /%75sers/1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-    let (response, _) = crate::support::raw::exchange(
-        gw.addr,
-        request.as_bytes(),
-        std::time::Duration::from_secs(5),
-    )
-    .await;
+    let response = crate::support::raw::answer(gw.addr, request.as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 405"), "{response}");
     assert_eq!(up.count(), 0);
 }
@@ -226,12 +211,7 @@ async fn one_authority_per_request_for_routing_and_forwarding() {
     // Absolute-form: the target's authority overrides Host (RFC 9112 §3.2.2), everywhere.
     let request =
         "GET http://good.example/h/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n";
-    let (response, _) = crate::support::raw::exchange(
-        gw.addr,
-        request.as_bytes(),
-        std::time::Duration::from_secs(5),
-    )
-    .await;
+    let response = crate::support::raw::answer(gw.addr, request.as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let seen = up.only();
     assert_eq!(seen.headers["host"], "good.example");
@@ -244,12 +224,7 @@ async fn one_authority_per_request_for_routing_and_forwarding() {
         ("/fq/y", "fq.example."),
     ] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let (response, _) = crate::support::raw::exchange(
-            gw.addr,
-            request.as_bytes(),
-            std::time::Duration::from_secs(5),
-        )
-        .await;
+        let response = crate::support::raw::answer(gw.addr, request.as_bytes()).await;
         assert!(response.starts_with("HTTP/1.1 200"), "{host}: {response}");
     }
 }
@@ -270,12 +245,7 @@ async fn http11_requests_need_exactly_one_host() {
         "GET http://user:secret@a/api/users/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         "GET http://a/api/users/x HTTP/1.1\r\nConnection: close\r\n\r\n",
     ] {
-        let (response, _) = crate::support::raw::exchange(
-            gw.addr,
-            request.as_bytes(),
-            std::time::Duration::from_secs(5),
-        )
-        .await;
+        let response = crate::support::raw::answer(gw.addr, request.as_bytes()).await;
         assert!(
             response.starts_with("HTTP/1.1 400"),
             "{request:?}: {response}"
@@ -287,21 +257,11 @@ async fn http11_requests_need_exactly_one_host() {
     for host in ["a:8080", "a:", "[::1]:8080"] {
         let request =
             format!("GET /api/users/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let (response, _) = crate::support::raw::exchange(
-            gw.addr,
-            request.as_bytes(),
-            std::time::Duration::from_secs(5),
-        )
-        .await;
+        let response = crate::support::raw::answer(gw.addr, request.as_bytes()).await;
         assert!(response.starts_with("HTTP/1.1 200"), "{host}: {response}");
     }
     // HTTP/1.0 may omit it.
-    let (response, _) = crate::support::raw::exchange(
-        gw.addr,
-        b"GET /api/users/x HTTP/1.0\r\n\r\n",
-        std::time::Duration::from_secs(5),
-    )
-    .await;
+    let response = crate::support::raw::answer(gw.addr, b"GET /api/users/x HTTP/1.0\r\n\r\n").await;
     assert!(
         response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
         "{response}"

@@ -3,10 +3,10 @@
 //! checked and turned into real types in `validate`; defaults are applied there too, so that
 //! "not written" stays distinguishable from "written as the default" when env vars merge in.
 
-use serde_path_to_error::Segment;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde_path_to_error::Segment;
 
 use super::units::{RawDuration, RawSize};
 
@@ -448,12 +448,11 @@ impl RawConfig {
     }
 }
 
-/// Deserialises one section, naming the offending key in the error (`server.shutdown_grace`).
-/// Deserializes `value` into `into`, reporting every problem in it, not just the first: after
-/// each error the offending key is taken out and the rest read again, so three bad keys in
-/// one table are three errors (serde alone stops at the first). A key taken out reads as
-/// unset; the `missing field` that follows when it was a required one adds nothing, and its
-/// table is taken out too.
+/// Deserialises one section, naming the offending key in each error (`server.shutdown_grace`)
+/// and reporting every problem, not just the first: after each error the offending key is
+/// taken out and the rest read again, so three bad keys in one table are three errors (serde
+/// alone stops at the first). A key taken out reads as unset; the `missing field` that follows
+/// when it was a required one adds nothing, and its table is taken out too.
 fn read<T: serde::de::DeserializeOwned>(
     mut value: toml::Value,
     path: &str,

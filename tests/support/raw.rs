@@ -23,6 +23,11 @@ pub async fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> (Stri
     read_until_close(&mut stream, wait).await
 }
 
+/// Sends `request` as-is and returns what came back before the peer closed or 5 s passed.
+pub async fn answer(addr: SocketAddr, request: &[u8]) -> String {
+    exchange(addr, request, Duration::from_secs(5)).await.0
+}
+
 pub async fn read_until_close(stream: &mut TcpStream, wait: Duration) -> (String, bool) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];

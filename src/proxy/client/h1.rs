@@ -377,13 +377,14 @@ fn encode_head(out: &mut Vec<u8>, request: &Request<'_>, body: Option<SizeHint>)
 }
 
 /// Room for every field of a head or trailer section at the front of `buf` with more than
-/// [`STACK_HEADERS`]: never more fields than lines, and no more lines looked at than a head
-/// may have.
-fn line_count(buf: &[u8]) -> usize {
-    buf[..buf.len().min(MAX_HEAD + 2)]
+/// [`STACK_HEADERS`]: never more fields than lines, no more lines looked at than a head may
+/// have, and at most [`MAX_FIELDS`].
+fn room_for_fields(buf: &[u8]) -> usize {
+    let lines = buf[..buf.len().min(MAX_HEAD + 2)]
         .iter()
         .filter(|b| **b == b'\n')
-        .count()
+        .count();
+    lines.min(MAX_FIELDS)
 }
 
 /// Parses a final response head from the front of `buf` and removes it (and any interim
@@ -397,7 +398,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Inval
         let config = httparse::ParserConfig::default();
         let mut result = config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots);
         if let Err(httparse::Error::TooManyHeaders) = result {
-            more_slots.resize_with(line_count(buf).min(MAX_FIELDS), MaybeUninit::uninit);
+            more_slots.resize_with(room_for_fields(buf), MaybeUninit::uninit);
             parsed = httparse::Response::new(&mut []);
             result = config.parse_response_with_uninit_headers(&mut parsed, buf, &mut more_slots);
         }

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
-use super::{line_count, InvalidResponse, MAX_FIELDS, MAX_HEAD, STACK_HEADERS};
+use super::{room_for_fields, InvalidResponse, MAX_HEAD, STACK_HEADERS};
 use crate::proxy::headers::content_length_value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +188,7 @@ fn decode_chunked(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, Inva
                 let mut more_slots = Vec::new();
                 let mut result = httparse::parse_headers(buf, &mut slots);
                 if let Err(httparse::Error::TooManyHeaders) = result {
-                    more_slots.resize(line_count(buf).min(MAX_FIELDS), httparse::EMPTY_HEADER);
+                    more_slots.resize(room_for_fields(buf), httparse::EMPTY_HEADER);
                     result = httparse::parse_headers(buf, &mut more_slots);
                 }
                 return match result {
